@@ -1,0 +1,31 @@
+# Two entry points (README): `make demo` runs the audit on the bundled default, `make test` runs the suite.
+# Both build the environment first: torch 2.13.0 (the CPU wheel) is installed before anything that
+# depends on torch, so that pip never resolves a CUDA build.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.spray-installed
+
+.PHONY: env demo test bench clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m pip install --quiet --no-deps "zennit==0.5.1"
+	touch $(STAMP)
+
+demo: env
+	$(BIN)/spray demo
+
+test: env
+	$(BIN)/python -m pytest -q
+
+bench: env
+	$(BIN)/python benchmarks/bench_lrp.py
+
+clean:
+	rm -rf $(VENV) reports/*/ .pytest_cache

@@ -1,0 +1,328 @@
+"""LRP rules with zennit's mathematics and defaults.
+
+Notation: a layer maps input ``x`` to ``z = W x + b``; ``R`` is the relevance of ``z``; ``x+ =
+max(x, 0)``, ``x- = min(x, 0)``, likewise ``W+``, ``W-``, ``b+``, ``b-``; ``stab(d) = d + eps * sign(d)``
+with ``sign(0) = +1`` (zennit's stabiliser). Every sum below runs over the layer's outputs ``k``.
+
+How a rule is applied (``backward``): spray's engine propagates a *modified gradient* ``g`` with
+``R_a = a * g`` at every tensor ``a``. A rule receives the relevance ``R`` of its output and returns
+``g_in`` such that its input relevance is ``x * g_in``. All input-multiplied rules (epsilon, z+,
+alpha-beta, gamma) can do that exactly: their input relevance is ``x+ * G+ + x- * G-``, so
+``g_in = where(x > 0, G+, G-)``. The rules meant for the input layer (flat, w-square, zB) give
+relevance that does not factor through ``x``; they are *terminal*: they return the relevance itself
+and must be the input layer. Terms that vanish because ``x >= 0`` (after a ReLU) are not computed,
+which is exact and where most of the speed over zennit comes from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from .ops import LinearOp
+
+Bound = Union[float, Tensor]
+
+
+def stabilize(d: Tensor, epsilon: float) -> Tensor:
+    """``d + epsilon * sign(d)`` with ``sign(0) = +1``: a denominator that is never zero."""
+    return d + epsilon * ((d == 0).to(d) + d.sign())
+
+
+def _pos(t: Tensor) -> Tensor:
+    return t.clamp(min=0)
+
+
+def _neg(t: Tensor) -> Tensor:
+    return t.clamp(max=0)
+
+
+def _has_negative(x: Tensor) -> bool:
+    return bool((x < 0).any())
+
+
+class Rule:
+    """Base class: how relevance of a layer's output is redistributed onto its input."""
+
+    #: whether ``backward`` reads the layer's input (the engine saves it only then)
+    needs_input: bool = True
+    #: whether ``backward`` returns the input relevance itself rather than ``g_in``
+    terminal: bool = False
+
+    def backward(self, op: LinearOp, x: Optional[Tensor], input_shape: torch.Size, z: Tensor,
+                 relevance: Tensor) -> Tensor:
+        """Return ``g_in`` (or the input relevance for a terminal rule)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return repr(self)
+
+
+@dataclass(frozen=True)
+class Epsilon(Rule):
+    """LRP-epsilon: ``R_j = x_j * sum_k w_kj * R_k / stab(z_k)``; ``epsilon=0`` is LRP-0.
+
+    Bias included in ``z`` (it absorbs relevance). Default ``epsilon=1e-6`` as in zennit.
+    In gradient form this is one transposed product: ``g_in = W^T (R / stab(z))``.
+    """
+
+    epsilon: float = 1e-6
+    needs_input = False
+
+    def backward(self, op, x, input_shape, z, relevance):
+        return op.vjp(relevance / stabilize(z, self.epsilon), op.weight, input_shape)
+
+
+@dataclass(frozen=True)
+class Norm(Epsilon):
+    """Proportional split for parameter-free sums and average pools: epsilon with a tiny stabiliser.
+
+    ``R_j = x_j * sum_k w_kj * R_k / stab(z_k)`` with ``w`` the pooling weights (zennit's ``Norm``).
+    """
+
+
+@dataclass(frozen=True)
+class ZPlus(Rule):
+    """LRP-z+ (alpha=1, beta=0, negative inputs allowed, as zennit):
+
+    ``R_j = (x+_j * sum_k w+_kj R_k / s_k) + (x-_j * sum_k w-_kj R_k / s_k)``,
+    ``s_k = stab(sum_j w+_kj x+_j + b+_k + sum_j w-_kj x-_j)``.
+    """
+
+    stabilizer: float = 1e-6
+
+    def backward(self, op, x, input_shape, z, relevance):
+        wp, bp = op.params("pos", _pos, _pos)
+        has_neg = _has_negative(x)
+        denom = op.forward(_pos(x), wp, bp)
+        if has_neg:
+            wn, _ = op.params("neg-nobias", _neg, None)
+            denom = denom + op.forward(_neg(x), wn, None)
+        s = relevance / stabilize(denom, self.stabilizer)
+        g_pos = op.vjp(s, wp, input_shape)
+        if not has_neg:
+            return g_pos
+        return torch.where(x > 0, g_pos, op.vjp(s, wn, input_shape))
+
+
+@dataclass(frozen=True)
+class AlphaBeta(Rule):
+    """LRP-alpha-beta (``alpha - beta = 1``, both >= 0):
+
+    ``R_j = alpha * [x+_j sum_k w+_kj R_k/p_k + x-_j sum_k w-_kj R_k/p_k]
+          - beta  * [x+_j sum_k w-_kj R_k/n_k + x-_j sum_k w+_kj R_k/n_k]``,
+    ``p_k = stab(W+ x+ + b+ + W- x-)``, ``n_k = stab(W- x+ + b- + W+ x-)``.
+    Presets: ``alpha1_beta0`` (= z+ up to the stabiliser) and ``alpha2_beta1``.
+    """
+
+    alpha: float = 2.0
+    beta: float = 1.0
+    stabilizer: float = 1e-6
+
+    def __post_init__(self):
+        if self.alpha < 0 or self.beta < 0 or abs(self.alpha - self.beta - 1.0) > 1e-12:
+            raise ValueError(
+                f"alpha-beta rule needs alpha >= 0, beta >= 0 and alpha - beta = 1; got alpha={self.alpha}, "
+                f"beta={self.beta} (e.g. alpha=2, beta=1)"
+            )
+
+    def backward(self, op, x, input_shape, z, relevance):
+        wp, bp = op.params("pos", _pos, _pos)
+        wn, bn = op.params("neg", _neg, _neg)
+        has_neg = _has_negative(x)
+        xp = _pos(x)
+        p = op.forward(xp, wp, bp)
+        n = op.forward(xp, wn, bn)
+        if has_neg:
+            xn = _neg(x)
+            p = p + op.forward(xn, op.params("neg-nobias", _neg, None)[0], None)
+            n = n + op.forward(xn, op.params("pos-nobias", _pos, None)[0], None)
+        sp = relevance / stabilize(p, self.stabilizer)
+        sn = relevance / stabilize(n, self.stabilizer)
+        g_pos = self.alpha * op.vjp(sp, wp, input_shape)
+        if self.beta:
+            g_pos = g_pos - self.beta * op.vjp(sn, wn, input_shape)
+        if not has_neg:
+            return g_pos
+        g_neg = self.alpha * op.vjp(sp, wn, input_shape)
+        if self.beta:
+            g_neg = g_neg - self.beta * op.vjp(sn, wp, input_shape)
+        return torch.where(x > 0, g_pos, g_neg)
+
+
+@dataclass(frozen=True)
+class Gamma(Rule):
+    """Generalised LRP-gamma (zennit 0.5): positive and negative outputs handled separately.
+
+    With ``W^u = W + gamma W+`` (bias ``b + gamma b+``) and ``W^d = W + gamma W-`` (bias ``b + gamma b-``):
+    ``P_k = stab(W^u x+ + b^u + W^d x-)`` for ``z_k > 0``; ``N_k = stab(W^d x+ + b^d + W^u x-)`` for ``z_k < 0``;
+    ``R_j = x+_j [W^u^T (1[z>0] R / P) + W^d^T (1[z<0] R / N)]_j
+          + x-_j [W^d^T (1[z>0] R / P) + W^u^T (1[z<0] R / N)]_j``.
+    Default ``gamma=0.25`` (Montavon et al. 2019 recommend about 0.25 on lower convolutions).
+    """
+
+    gamma: float = 0.25
+    stabilizer: float = 1e-6
+
+    def backward(self, op, x, input_shape, z, relevance):
+        g = self.gamma
+        wu, bu = op.params(f"gamma-up-{g}", lambda w: w + g * _pos(w), lambda b: b + g * _pos(b))
+        wd, bd = op.params(f"gamma-down-{g}", lambda w: w + g * _neg(w), lambda b: b + g * _neg(b))
+        has_neg = _has_negative(x)
+        xp = _pos(x)
+        r_pos = (z > 0).to(relevance) * relevance
+        r_neg = (z < 0).to(relevance) * relevance
+        use_neg_out = bool(r_neg.any())
+        p = op.forward(xp, wu, bu)
+        if has_neg:
+            xn = _neg(x)
+            p = p + op.forward(xn, op.params(f"gamma-down-nobias-{g}", lambda w: w + g * _neg(w), None)[0], None)
+        sp = r_pos / stabilize(p, self.stabilizer)
+        g_pos = op.vjp(sp, wu, input_shape)
+        g_neg = op.vjp(sp, wd, input_shape) if has_neg else None
+        if use_neg_out:
+            n = op.forward(xp, wd, bd)
+            if has_neg:
+                n = n + op.forward(xn, op.params(f"gamma-up-nobias-{g}", lambda w: w + g * _pos(w), None)[0], None)
+            sn = r_neg / stabilize(n, self.stabilizer)
+            g_pos = g_pos + op.vjp(sn, wd, input_shape)
+            if has_neg:
+                g_neg = g_neg + op.vjp(sn, wu, input_shape)
+        if not has_neg:
+            return g_pos
+        return torch.where(x > 0, g_pos, g_neg)
+
+
+@dataclass(frozen=True)
+class Flat(Rule):
+    """LRP-flat (terminal): every input of a receptive field gets an equal share.
+
+    ``R_j = sum_k R_k / stab(sum_j' 1)`` over the inputs ``j'`` connected to ``k`` (weights set to 1,
+    bias to 0, so zero padding makes border fields smaller, as in zennit).
+    """
+
+    stabilizer: float = 1e-6
+    needs_input = False
+    terminal = True
+
+    def backward(self, op, x, input_shape, z, relevance):
+        ones_w, _ = op.params("ones", torch.ones_like, None)
+        denom = _shape_constant(op, ("flat-denom", tuple(input_shape[1:])), input_shape, ones_w, None, relevance)
+        return op.vjp(relevance / stabilize(denom, self.stabilizer), ones_w, input_shape)
+
+
+@dataclass(frozen=True)
+class WSquare(Rule):
+    """LRP-w-square (terminal): ``R_j = sum_k w_kj^2 R_k / stab(sum_j' w_kj'^2 + b_k^2)``.
+
+    The squared bias stays in the denominator, as in zennit (parameters are squared, not zeroed).
+    """
+
+    stabilizer: float = 1e-6
+    needs_input = False
+    terminal = True
+
+    def backward(self, op, x, input_shape, z, relevance):
+        w2, b2 = op.params("square", torch.square, torch.square)
+        denom = _shape_constant(op, ("wsquare-denom", tuple(input_shape[1:])), input_shape, w2, b2, relevance)
+        return op.vjp(relevance / stabilize(denom, self.stabilizer), w2, input_shape)
+
+
+@dataclass(frozen=True, eq=False)
+class ZBox(Rule):
+    """LRP-zB (terminal) for inputs bounded by ``low <= x <= high``:
+
+    ``R_j = sum_k (x_j w_kj - l_j w+_kj - h_j w-_kj) R_k / stab(z_k - (W+ l + b+)_k - (W- h + b-)_k)``.
+    ``low``/``high``: scalars, per-channel sequences, or tensors broadcastable to the input. spray's
+    data stage derives them from the preprocessing (e.g. ``(0 - mean) / std`` and ``(1 - mean) / std``).
+    """
+
+    low: Bound = 0.0
+    high: Bound = 1.0
+    stabilizer: float = 1e-6
+    terminal = True
+
+    def bounds(self, like: Tensor) -> tuple:
+        return _bound(self.low, like), _bound(self.high, like)
+
+    def backward(self, op, x, input_shape, z, relevance):
+        low, high = self.bounds(x)
+        wp, bp = op.params("pos", _pos, _pos)
+        wn, bn = op.params("neg", _neg, _neg)
+        out = op.forward(x, op.weight, op.bias)
+        denom = out - (op.forward(low, wp, bp) + op.forward(high, wn, bn))
+        s = relevance / stabilize(denom, self.stabilizer)
+        return x * op.vjp(s, op.weight, input_shape) - (
+            low * op.vjp(s, wp, input_shape) + high * op.vjp(s, wn, input_shape)
+        )
+
+
+@dataclass(frozen=True)
+class Pass(Rule):
+    """Pass-through for element-wise activations: the relevance of ``f(z)`` becomes that of ``z``.
+
+    spray fuses the activation with the linear layer (or sum) that produces ``z``, so that layer's
+    rule receives ``R = f(z) * g`` directly and never divides by ``z``. For ReLU this equals LRP's
+    usual treatment. For ELU, Tanh, SiLU, GELU, LeakyReLU, Sigmoid and Softplus it is zennit's
+    choice too; note that ``f(z)`` and ``z`` may differ in sign (Sigmoid, Softplus, and ELU/SiLU/GELU
+    for some ``z < 0``), so a negative pre-activation can carry positive relevance: the lower
+    layer's denominator then flips its sign. Prefer ReLU-family networks where that matters.
+    """
+
+    needs_input = False
+
+
+def _bound(value: Bound, like: Tensor) -> Tensor:
+    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if t.ndim == 1 and like.ndim > 2 and t.numel() == like.shape[1]:
+        t = t.reshape((1, -1) + (1,) * (like.ndim - 2))
+    return t.expand_as(like)
+
+
+def _shape_constant(op: LinearOp, key: tuple, input_shape, weight, bias, like: Tensor) -> Tensor:
+    """Denominators that depend on the input's shape only (flat, w-square): one sample, cached."""
+    full_key = key + (like.dtype, like.device, weight._version if weight is not None else None)
+    hit = op._cache.get(full_key)
+    if hit is None:
+        ones = torch.ones((1,) + tuple(input_shape[1:]), dtype=like.dtype, device=like.device)
+        with torch.no_grad():
+            hit = op.forward(ones, weight, bias)
+        op._cache[full_key] = hit
+    return hit
+
+
+RULES = {
+    "epsilon": Epsilon,
+    "norm": Norm,
+    "zplus": ZPlus,
+    "alpha_beta": AlphaBeta,
+    "alpha1_beta0": lambda **kw: AlphaBeta(alpha=1.0, beta=0.0, **kw),
+    "alpha2_beta1": lambda **kw: AlphaBeta(alpha=2.0, beta=1.0, **kw),
+    "gamma": Gamma,
+    "flat": Flat,
+    "wsquare": WSquare,
+    "zb": ZBox,
+    "pass": Pass,
+}
+
+
+def make_rule(spec) -> Rule:
+    """A rule from a name (``"gamma"``) or a mapping (``{"rule": "gamma", "gamma": 0.5}``) as in YAML."""
+    if isinstance(spec, Rule):
+        return spec
+    if isinstance(spec, str):
+        name, params = spec, {}
+    elif isinstance(spec, dict) and "rule" in spec:
+        params = dict(spec)
+        name = params.pop("rule")
+    else:
+        raise ValueError(f"a rule is a name or a mapping with a 'rule' key; got {spec!r}")
+    key = str(name).lower().replace("-", "_").replace("+", "plus")
+    if key not in RULES:
+        raise ValueError(f"unknown LRP rule {name!r}; known: {', '.join(sorted(RULES))}")
+    try:
+        return RULES[key](**params)
+    except TypeError as err:
+        raise ValueError(f"bad parameters for rule {name!r}: {err}") from None
