@@ -24,7 +24,7 @@ from .composites import (ACTIVATION_TYPES, AVGPOOL_TYPES, BATCHNORM_TYPES, CONV_
                          LINEAR_TYPES, Composite, get_composite)
 from .graph import Graph, probe
 from .ops import AffineOp, ConvOp, DenseOp, LinearOp, PoolOp
-from .rules import Epsilon, Norm, Pass, Rule, stabilize
+from .rules import Epsilon, Pass, Rule, divide
 
 MAXPOOL_TYPES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                  nn.AdaptiveMaxPool3d)
@@ -142,7 +142,7 @@ class _SumFunction(torch.autograd.Function):
         node = ctx.node
         out, z, *inputs = ctx.saved_tensors
         relevance = out * grad
-        s = relevance / stabilize(out if z is None else z, node.rule.epsilon)
+        s = divide(relevance, out if z is None else z, node.rule.epsilon)
         grads = [_reduce_to(s, shape) for shape in ctx.shapes]
         if node.records is not None:
             node.record(relevance, sum(_reduce_to(t * g, t.shape).flatten(1).sum(1, keepdim=True)
@@ -281,11 +281,11 @@ class LRP:
                     folded.add(c.module)
         transparent = lambda m: isinstance(m, TRANSPARENT_TYPES) or m in folded  # noqa: E731
 
-        def resolve(tensor_id):
-            """Follow a tensor through identity-like modules, which return it unchanged."""
+        def resolve(tensor_id, through=transparent):
+            """Follow a tensor through identity-like modules (``through``), which pass it on unchanged."""
             while True:
                 users = graph.users(tensor_id)
-                if len(users) == 1 and users[0].call is not None and transparent(users[0].call.module) \
+                if len(users) == 1 and users[0].call is not None and through(users[0].call.module) \
                         and users[0].call.output is not None:
                     tensor_id = users[0].call.output
                 else:
@@ -341,7 +341,8 @@ class LRP:
                 raise UnsupportedModelError(
                     f"'{c.path}' is a sum; it takes the norm or epsilon rule, not {rule!r}")
             if rule.terminal:
-                tid, users = resolve(graph.input_id)
+                tid, users = resolve(graph.input_id,
+                                     lambda m: transparent(m) or isinstance(m, FLATTEN_TYPES))
                 if c.inputs != [tid] or len(users) != 1:
                     raise UnsupportedModelError(
                         f"rule {rule!r} on '{c.path}' is an input-layer rule (flat, w-square and zB give relevance "

@@ -27,8 +27,15 @@ Bound = Union[float, Tensor]
 
 
 def stabilize(d: Tensor, epsilon: float) -> Tensor:
-    """``d + epsilon * sign(d)`` with ``sign(0) = +1``: a denominator that is never zero."""
+    """``d + epsilon * sign(d)`` with ``sign(0) = +1``: a denominator that is never zero for epsilon > 0."""
     return d + epsilon * ((d == 0).to(d) + d.sign())
+
+
+def divide(r: Tensor, d: Tensor, epsilon: float) -> Tensor:
+    """``r / stab(d)``; with ``epsilon == 0`` (LRP-0), a zero denominator passes no relevance (0/0 := 0)."""
+    if epsilon:
+        return r / stabilize(d, epsilon)
+    return torch.where(d == 0, torch.zeros_like(r), r / d)
 
 
 def _pos(t: Tensor) -> Tensor:
@@ -72,7 +79,7 @@ class Epsilon(Rule):
     needs_input = False
 
     def backward(self, op, x, input_shape, z, relevance):
-        return op.vjp(relevance / stabilize(z, self.epsilon), op.weight, input_shape)
+        return op.vjp(divide(relevance, z, self.epsilon), op.weight, input_shape)
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ class ZPlus(Rule):
         if has_neg:
             wn, _ = op.params("neg-nobias", _neg, None)
             denom = denom + op.forward(_neg(x), wn, None)
-        s = relevance / stabilize(denom, self.stabilizer)
+        s = divide(relevance, denom, self.stabilizer)
         g_pos = op.vjp(s, wp, input_shape)
         if not has_neg:
             return g_pos
@@ -139,8 +146,8 @@ class AlphaBeta(Rule):
             xn = _neg(x)
             p = p + op.forward(xn, op.params("neg-nobias", _neg, None)[0], None)
             n = n + op.forward(xn, op.params("pos-nobias", _pos, None)[0], None)
-        sp = relevance / stabilize(p, self.stabilizer)
-        sn = relevance / stabilize(n, self.stabilizer)
+        sp = divide(relevance, p, self.stabilizer)
+        sn = divide(relevance, n, self.stabilizer)
         g_pos = self.alpha * op.vjp(sp, wp, input_shape)
         if self.beta:
             g_pos = g_pos - self.beta * op.vjp(sn, wn, input_shape)
@@ -179,14 +186,14 @@ class Gamma(Rule):
         if has_neg:
             xn = _neg(x)
             p = p + op.forward(xn, op.params(f"gamma-down-nobias-{g}", lambda w: w + g * _neg(w), None)[0], None)
-        sp = r_pos / stabilize(p, self.stabilizer)
+        sp = divide(r_pos, p, self.stabilizer)
         g_pos = op.vjp(sp, wu, input_shape)
         g_neg = op.vjp(sp, wd, input_shape) if has_neg else None
         if use_neg_out:
             n = op.forward(xp, wd, bd)
             if has_neg:
                 n = n + op.forward(xn, op.params(f"gamma-up-nobias-{g}", lambda w: w + g * _pos(w), None)[0], None)
-            sn = r_neg / stabilize(n, self.stabilizer)
+            sn = divide(r_neg, n, self.stabilizer)
             g_pos = g_pos + op.vjp(sn, wd, input_shape)
             if has_neg:
                 g_neg = g_neg + op.vjp(sn, wu, input_shape)
@@ -210,7 +217,7 @@ class Flat(Rule):
     def backward(self, op, x, input_shape, z, relevance):
         ones_w, _ = op.params("ones", torch.ones_like, None)
         denom = _shape_constant(op, ("flat-denom", tuple(input_shape[1:])), input_shape, ones_w, None, relevance)
-        return op.vjp(relevance / stabilize(denom, self.stabilizer), ones_w, input_shape)
+        return op.vjp(divide(relevance, denom, self.stabilizer), ones_w, input_shape)
 
 
 @dataclass(frozen=True)
@@ -227,7 +234,7 @@ class WSquare(Rule):
     def backward(self, op, x, input_shape, z, relevance):
         w2, b2 = op.params("square", torch.square, torch.square)
         denom = _shape_constant(op, ("wsquare-denom", tuple(input_shape[1:])), input_shape, w2, b2, relevance)
-        return op.vjp(relevance / stabilize(denom, self.stabilizer), w2, input_shape)
+        return op.vjp(divide(relevance, denom, self.stabilizer), w2, input_shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -253,7 +260,7 @@ class ZBox(Rule):
         wn, bn = op.params("neg", _neg, _neg)
         out = op.forward(x, op.weight, op.bias)
         denom = out - (op.forward(low, wp, bp) + op.forward(high, wn, bn))
-        s = relevance / stabilize(denom, self.stabilizer)
+        s = divide(relevance, denom, self.stabilizer)
         return x * op.vjp(s, op.weight, input_shape) - (
             low * op.vjp(s, wp, input_shape) + high * op.vjp(s, wn, input_shape)
         )

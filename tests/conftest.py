@@ -1,0 +1,61 @@
+"""Shared fixtures: a torchvision stand-in for zennit, and small float64 reference models."""
+import sys
+import types
+
+import pytest
+import torch
+
+from spray.models import zoo
+
+
+@pytest.fixture(scope="session")
+def zennit():
+    """zennit 0.5.1 imports torchvision.models.resnet at import time, only for isinstance checks on
+    BasicBlock/Bottleneck; torchvision has no CPU build here, so hand it spray's torchvision-layout
+    block classes instead."""
+    stubs = {}
+    tv = types.ModuleType("torchvision")
+    models = types.ModuleType("torchvision.models")
+    resnet = types.ModuleType("torchvision.models.resnet")
+    resnet.BasicBlock, resnet.Bottleneck = zoo.BasicBlock, zoo.Bottleneck
+    tv.models, models.resnet = models, resnet
+    for name, module in (("torchvision", tv), ("torchvision.models", models), ("torchvision.models.resnet", resnet)):
+        stubs[name] = sys.modules.get(name)
+        sys.modules[name] = module
+    zennit = pytest.importorskip("zennit")
+    import zennit.attribution  # noqa: F401
+    import zennit.composites  # noqa: F401
+    import zennit.torchvision  # noqa: F401
+    yield zennit
+    for name, old in stubs.items():
+        if old is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = old
+
+
+def randomize_batch_norm(model: torch.nn.Module, eps: float = 1e-5, seed: int = 0) -> torch.nn.Module:
+    """Give batch norms non-trivial statistics, so that folding them is really tested."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
+                m.eps = eps
+    return model
+
+
+@pytest.fixture
+def vgg_bn():
+    torch.manual_seed(0)
+    return randomize_batch_norm(zoo.vgg11_bn(10, width=0.125, hidden=32, pool_size=2)).double().eval()
+
+
+@pytest.fixture
+def resnet():
+    torch.manual_seed(0)
+    return randomize_batch_norm(zoo.resnet18(10, width=0.125)).double().eval()
