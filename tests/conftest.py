@@ -1,37 +1,20 @@
 """Shared fixtures: a torchvision stand-in for zennit, and small float64 reference models."""
-import sys
-import types
-
 import pytest
 import torch
 
 from spray.models import zoo
+from spray.testing import install_torchvision_stub, remove_torchvision_stub
 
 
 @pytest.fixture(scope="session")
 def zennit():
-    """zennit 0.5.1 imports torchvision.models.resnet at import time, only for isinstance checks on
-    BasicBlock/Bottleneck; torchvision has no CPU build here, so hand it spray's torchvision-layout
-    block classes instead."""
-    stubs = {}
-    tv = types.ModuleType("torchvision")
-    models = types.ModuleType("torchvision.models")
-    resnet = types.ModuleType("torchvision.models.resnet")
-    resnet.BasicBlock, resnet.Bottleneck = zoo.BasicBlock, zoo.Bottleneck
-    tv.models, models.resnet = models, resnet
-    for name, module in (("torchvision", tv), ("torchvision.models", models), ("torchvision.models.resnet", resnet)):
-        stubs[name] = sys.modules.get(name)
-        sys.modules[name] = module
+    """zennit 0.5.1 with a torchvision stand-in (see spray.testing)."""
+    replaced = install_torchvision_stub()
     zennit = pytest.importorskip("zennit")
     import zennit.attribution  # noqa: F401
-    import zennit.composites  # noqa: F401
     import zennit.torchvision  # noqa: F401
     yield zennit
-    for name, old in stubs.items():
-        if old is None:
-            sys.modules.pop(name, None)
-        else:
-            sys.modules[name] = old
+    remove_torchvision_stub(replaced)
 
 
 def randomize_batch_norm(model: torch.nn.Module, eps: float = 1e-5, seed: int = 0) -> torch.nn.Module:

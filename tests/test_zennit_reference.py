@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from spray.lrp import explain
+from spray.testing import zennit_composite
 
 from .conftest import randomize_batch_norm
 
@@ -19,14 +20,7 @@ BOX = {"low": -3.0, "high": 3.0}
 
 def zennit_relevance(zennit, model, x, target, preset, canonizer):
     from zennit.attribution import Gradient
-    from zennit.composites import COMPOSITES, LayerMapComposite, layer_map_base
-    from zennit.rules import Epsilon
-    from zennit.types import Linear
-    kwargs = BOX if preset == "epsilon_gamma_box" else {}
-    if preset == "epsilon":
-        composite = LayerMapComposite(layer_map_base() + [(Linear, Epsilon())], canonizers=[canonizer])
-    else:
-        composite = COMPOSITES[preset](canonizers=[canonizer], **kwargs)
+    composite = zennit_composite(preset, canonizer, **(BOX if preset == "epsilon_gamma_box" else {}))
     with Gradient(model, composite) as attributor:
         _, relevance = attributor(x, lambda out: torch.zeros_like(out).scatter(1, target[:, None], 1.0) * out)
     return relevance

@@ -291,6 +291,19 @@ class LRP:
                 else:
                     return tensor_id, users
 
+        def nonnegative(tensor_id, depth=0) -> bool:
+            """The tensor is a ReLU output, possibly pooled, flattened or passed through identities."""
+            p = producer.get(tensor_id)
+            if p is None or depth > 50:
+                return False
+            if isinstance(p.module, nn.ReLU) or (fused.get(p.module) is not None
+                                                  and isinstance(fused[p.module], nn.ReLU)):
+                return True
+            if isinstance(p.module, MAXPOOL_TYPES + AVGPOOL_TYPES + FLATTEN_TYPES + TRANSPARENT_TYPES) \
+                    and fused.get(p.module) is None and len(p.inputs) == 1:
+                return nonnegative(p.inputs[0], depth + 1)
+            return False
+
         is_node = lambda m: isinstance(m, LINEAR_TYPES + AVGPOOL_TYPES + (Sum,)) or (  # noqa: E731
             isinstance(m, BATCHNORM_TYPES) and m not in folded)
         first_linear = next((c.module for c in calls if isinstance(c.module, LINEAR_TYPES)), None)
@@ -360,6 +373,9 @@ class LRP:
             else:
                 op = None
             act = fused.get(m)
+            if op is not None:
+                op.output_nonnegative = isinstance(act, nn.ReLU)
+                op.input_nonnegative = all(nonnegative(i) for i in c.inputs)
             nodes[m] = _Node(c.path, m, rule, op, act, act.forward if act is not None else None,
                              isinstance(act, nn.ReLU))
         # install

@@ -23,6 +23,10 @@ class LinearOp:
     def __init__(self, module: nn.Module):
         self.module = module
         self._cache: dict = {}
+        #: set by the engine from the graph: the input comes out of a ReLU (no negative entries)
+        self.input_nonnegative = False
+        #: the output handed to the rule is a ReLU's (fused), so denominators built from it are >= 0
+        self.output_nonnegative = False
 
     @property
     def weight(self) -> Optional[Tensor]:

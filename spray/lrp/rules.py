@@ -31,10 +31,13 @@ def stabilize(d: Tensor, epsilon: float) -> Tensor:
     return d + epsilon * ((d == 0).to(d) + d.sign())
 
 
-def divide(r: Tensor, d: Tensor, epsilon: float) -> Tensor:
-    """``r / stab(d)``; with ``epsilon == 0`` (LRP-0), a zero denominator passes no relevance (0/0 := 0)."""
+def divide(r: Tensor, d: Tensor, epsilon: float, nonnegative: bool = False) -> Tensor:
+    """``r / stab(d)``; with ``epsilon == 0`` (LRP-0), a zero denominator passes no relevance (0/0 := 0).
+
+    ``nonnegative``: ``d >= 0`` is known (a ReLU output), so ``stab(d) = d + epsilon``.
+    """
     if epsilon:
-        return r / stabilize(d, epsilon)
+        return r / (d + epsilon if nonnegative else stabilize(d, epsilon))
     return torch.where(d == 0, torch.zeros_like(r), r / d)
 
 
@@ -46,8 +49,9 @@ def _neg(t: Tensor) -> Tensor:
     return t.clamp(max=0)
 
 
-def _has_negative(x: Tensor) -> bool:
-    return bool((x < 0).any())
+def _has_negative(op: LinearOp, x: Tensor) -> bool:
+    """Whether the input has negative entries; known to be False after a ReLU (``op.input_nonnegative``)."""
+    return False if op.input_nonnegative else bool((x < 0).any())
 
 
 class Rule:
@@ -79,7 +83,7 @@ class Epsilon(Rule):
     needs_input = False
 
     def backward(self, op, x, input_shape, z, relevance):
-        return op.vjp(divide(relevance, z, self.epsilon), op.weight, input_shape)
+        return op.vjp(divide(relevance, z, self.epsilon, op.output_nonnegative), op.weight, input_shape)
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ class ZPlus(Rule):
 
     def backward(self, op, x, input_shape, z, relevance):
         wp, bp = op.params("pos", _pos, _pos)
-        has_neg = _has_negative(x)
+        has_neg = _has_negative(op, x)
         denom = op.forward(_pos(x), wp, bp)
         if has_neg:
             wn, _ = op.params("neg-nobias", _neg, None)
@@ -138,7 +142,7 @@ class AlphaBeta(Rule):
     def backward(self, op, x, input_shape, z, relevance):
         wp, bp = op.params("pos", _pos, _pos)
         wn, bn = op.params("neg", _neg, _neg)
-        has_neg = _has_negative(x)
+        has_neg = _has_negative(op, x)
         xp = _pos(x)
         p = op.forward(xp, wp, bp)
         n = op.forward(xp, wn, bn)
@@ -177,7 +181,7 @@ class Gamma(Rule):
         g = self.gamma
         wu, bu = op.params(f"gamma-up-{g}", lambda w: w + g * _pos(w), lambda b: b + g * _pos(b))
         wd, bd = op.params(f"gamma-down-{g}", lambda w: w + g * _neg(w), lambda b: b + g * _neg(b))
-        has_neg = _has_negative(x)
+        has_neg = _has_negative(op, x)
         xp = _pos(x)
         r_pos = (z > 0).to(relevance) * relevance
         r_neg = (z < 0).to(relevance) * relevance
@@ -259,7 +263,11 @@ class ZBox(Rule):
         wp, bp = op.params("pos", _pos, _pos)
         wn, bn = op.params("neg", _neg, _neg)
         out = op.forward(x, op.weight, op.bias)
-        denom = out - (op.forward(low, wp, bp) + op.forward(high, wn, bn))
+        # the bound terms do not depend on x: computed for one sample and cached per shape
+        key = ("zbox-bounds", id(self), tuple(input_shape[1:]))
+        bound_terms = _shape_constant(op, key, input_shape, None, None, relevance,
+                                      lambda: op.forward(low[:1], wp, bp) + op.forward(high[:1], wn, bn))
+        denom = out - bound_terms
         s = divide(relevance, denom, self.stabilizer)
         return x * op.vjp(s, op.weight, input_shape) - (
             low * op.vjp(s, wp, input_shape) + high * op.vjp(s, wn, input_shape)
@@ -288,14 +296,21 @@ def _bound(value: Bound, like: Tensor) -> Tensor:
     return t.expand_as(like)
 
 
-def _shape_constant(op: LinearOp, key: tuple, input_shape, weight, bias, like: Tensor) -> Tensor:
-    """Denominators that depend on the input's shape only (flat, w-square): one sample, cached."""
-    full_key = key + (like.dtype, like.device, weight._version if weight is not None else None)
+def _shape_constant(op: LinearOp, key: tuple, input_shape, weight, bias, like: Tensor, compute=None) -> Tensor:
+    """Terms that depend on the input's shape only (flat, w-square, zB bounds): one sample, cached.
+
+    Default ``compute``: the layer applied to a ones input with ``weight``/``bias``.
+    """
+    source = op.weight
+    full_key = key + (like.dtype, like.device, None if source is None else (id(source), source._version))
     hit = op._cache.get(full_key)
     if hit is None:
-        ones = torch.ones((1,) + tuple(input_shape[1:]), dtype=like.dtype, device=like.device)
         with torch.no_grad():
-            hit = op.forward(ones, weight, bias)
+            if compute is None:
+                ones = torch.ones((1,) + tuple(input_shape[1:]), dtype=like.dtype, device=like.device)
+                hit = op.forward(ones, weight, bias)
+            else:
+                hit = compute()
         op._cache[full_key] = hit
     return hit
 
