@@ -50,3 +50,18 @@ def test_conservation_through_residual_sums(resnet):
         result = lrp.explain(x)
     explained = result.logits.gather(1, result.target[:, None])[:, 0]
     torch.testing.assert_close(result.relevance.flatten(1).sum(1), explained, rtol=1e-6, atol=1e-9)
+
+
+def test_conservation_report_with_stabilised_rules(vgg_bn):
+    """Per-layer totals are read before rules overwrite their temporaries; bias-free layers conserve."""
+    x = torch.randn(2, 3, 32, 32, dtype=torch.double)
+    with LRP(vgg_bn, "epsilon_plus_flat") as lrp:
+        recorded = lrp.explain(x, record=True)
+        plain = lrp.explain(x)
+    torch.testing.assert_close(recorded.relevance, plain.relevance)
+    flat = recorded.conservation.layers[-1]
+    assert flat.rule.startswith("Flat")  # the input layer, reached last
+    np.testing.assert_allclose(flat.relevance_in, flat.relevance_out, rtol=1e-6)  # flat conserves exactly
+    top = recorded.conservation.layers[0]
+    explained = recorded.logits.gather(1, recorded.target[:, None])[:, 0].numpy()
+    np.testing.assert_allclose(top.relevance_out, explained, rtol=1e-9)

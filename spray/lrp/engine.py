@@ -87,10 +87,10 @@ class _Node:
     def activate(self, z: Tensor) -> Tensor:
         return z if self.activation_fn is None else self.activation_fn(z)
 
-    def record(self, relevance_out: Tensor, relevance_in: Tensor) -> None:
-        if self.records is not None:
-            self.records.append(LayerConservation(
-                self.path, self.rule.describe(), _per_sample(relevance_out), _per_sample(relevance_in)))
+    def record(self, relevance_out: np.ndarray, relevance_in: Tensor) -> None:
+        """``relevance_out`` is summed before the rule runs: rules overwrite their temporaries."""
+        self.records.append(LayerConservation(self.path, self.rule.describe(), relevance_out,
+                                              _per_sample(relevance_in)))
 
 
 def _per_sample(t: Tensor) -> np.ndarray:
@@ -104,7 +104,7 @@ class _LayerFunction(torch.autograd.Function):
     def forward(ctx, x, node: _Node):
         op = node.op
         z = op.forward(x, op.weight, op.bias)
-        out = node.activate(z)
+        out = z.relu_() if node.activation_is_relu else node.activate(z)  # z is ours: ReLU in place
         ctx.node, ctx.input_shape = node, x.shape
         z_kept = None if (node.activation is None or node.activation_is_relu) else z
         ctx.save_for_backward(x if node.save_input else None, out, z_kept)
@@ -115,10 +115,11 @@ class _LayerFunction(torch.autograd.Function):
         node = ctx.node
         x, out, z = ctx.saved_tensors
         relevance = out * grad
+        out_total = _per_sample(relevance) if node.records is not None else None
         z = out if z is None else z
         g_in = node.rule.backward(node.op, x, ctx.input_shape, z, relevance)
         if node.records is not None:
-            node.record(relevance, g_in if node.rule.terminal else x * g_in)
+            node.record(out_total, g_in if node.rule.terminal else x * g_in)
         return g_in, None
 
 
@@ -142,10 +143,11 @@ class _SumFunction(torch.autograd.Function):
         node = ctx.node
         out, z, *inputs = ctx.saved_tensors
         relevance = out * grad
-        s = divide(relevance, out if z is None else z, node.rule.epsilon)
+        out_total = _per_sample(relevance) if node.records is not None else None
+        s = divide(relevance, out if z is None else z, node.rule.epsilon, node.activation_is_relu, own_r=True)
         grads = [_reduce_to(s, shape) for shape in ctx.shapes]
         if node.records is not None:
-            node.record(relevance, sum(_reduce_to(t * g, t.shape).flatten(1).sum(1, keepdim=True)
+            node.record(out_total, sum(_reduce_to(t * g, t.shape).flatten(1).sum(1, keepdim=True)
                                        for t, g in zip(inputs, grads)))
         return (None, *grads)
 

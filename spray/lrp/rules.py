@@ -31,14 +31,20 @@ def stabilize(d: Tensor, epsilon: float) -> Tensor:
     return d + epsilon * ((d == 0).to(d) + d.sign())
 
 
-def divide(r: Tensor, d: Tensor, epsilon: float, nonnegative: bool = False) -> Tensor:
+def divide(r: Tensor, d: Tensor, epsilon: float, nonnegative: bool = False, *, own_r: bool = False,
+           own_d: bool = False) -> Tensor:
     """``r / stab(d)``; with ``epsilon == 0`` (LRP-0), a zero denominator passes no relevance (0/0 := 0).
 
     ``nonnegative``: ``d >= 0`` is known (a ReLU output), so ``stab(d) = d + epsilon``.
+    ``own_r``/``own_d``: the caller's temporaries, overwritten to keep peak memory at the gradient's.
     """
-    if epsilon:
-        return r / (d + epsilon if nonnegative else stabilize(d, epsilon))
-    return torch.where(d == 0, torch.zeros_like(r), r / d)
+    if not epsilon:
+        return torch.where(d == 0, torch.zeros_like(r), r / d)
+    if nonnegative:
+        d = d.add_(epsilon) if own_d else d + epsilon
+    else:
+        d = d.add_(epsilon * ((d == 0).to(d) + d.sign())) if own_d else stabilize(d, epsilon)
+    return r.div_(d) if own_r else r / d
 
 
 def _pos(t: Tensor) -> Tensor:
@@ -83,7 +89,7 @@ class Epsilon(Rule):
     needs_input = False
 
     def backward(self, op, x, input_shape, z, relevance):
-        return op.vjp(divide(relevance, z, self.epsilon, op.output_nonnegative), op.weight, input_shape)
+        return op.vjp(divide(relevance, z, self.epsilon, op.output_nonnegative, own_r=True), op.weight, input_shape)
 
 
 @dataclass(frozen=True)
@@ -107,11 +113,12 @@ class ZPlus(Rule):
     def backward(self, op, x, input_shape, z, relevance):
         wp, bp = op.params("pos", _pos, _pos)
         has_neg = _has_negative(op, x)
-        denom = op.forward(_pos(x), wp, bp)
+        denom = op.forward(x if not has_neg else _pos(x), wp, bp)
         if has_neg:
             wn, _ = op.params("neg-nobias", _neg, None)
             denom = denom + op.forward(_neg(x), wn, None)
-        s = divide(relevance, denom, self.stabilizer)
+        s = divide(relevance, denom, self.stabilizer, own_r=True, own_d=True)
+        del denom
         g_pos = op.vjp(s, wp, input_shape)
         if not has_neg:
             return g_pos
@@ -143,15 +150,16 @@ class AlphaBeta(Rule):
         wp, bp = op.params("pos", _pos, _pos)
         wn, bn = op.params("neg", _neg, _neg)
         has_neg = _has_negative(op, x)
-        xp = _pos(x)
+        xp = _pos(x) if has_neg else x
         p = op.forward(xp, wp, bp)
         n = op.forward(xp, wn, bn)
         if has_neg:
             xn = _neg(x)
             p = p + op.forward(xn, op.params("neg-nobias", _neg, None)[0], None)
             n = n + op.forward(xn, op.params("pos-nobias", _pos, None)[0], None)
-        sp = divide(relevance, p, self.stabilizer)
-        sn = divide(relevance, n, self.stabilizer)
+        sp = divide(relevance, p, self.stabilizer, own_d=True)
+        sn = divide(relevance, n, self.stabilizer, own_r=True, own_d=True)
+        del p, n
         g_pos = self.alpha * op.vjp(sp, wp, input_shape)
         if self.beta:
             g_pos = g_pos - self.beta * op.vjp(sn, wn, input_shape)
@@ -182,22 +190,26 @@ class Gamma(Rule):
         wu, bu = op.params(f"gamma-up-{g}", lambda w: w + g * _pos(w), lambda b: b + g * _pos(b))
         wd, bd = op.params(f"gamma-down-{g}", lambda w: w + g * _neg(w), lambda b: b + g * _neg(b))
         has_neg = _has_negative(op, x)
-        xp = _pos(x)
-        r_pos = (z > 0).to(relevance) * relevance
-        r_neg = (z < 0).to(relevance) * relevance
-        use_neg_out = bool(r_neg.any())
+        xp = _pos(x) if has_neg else x
+        if op.output_nonnegative:  # after a fused ReLU relevance sits on z > 0 only
+            r_pos, r_neg, use_neg_out = relevance, None, False
+        else:
+            r_pos = (z > 0).to(relevance) * relevance
+            r_neg = (z < 0).to(relevance) * relevance
+            use_neg_out = bool(r_neg.any())
         p = op.forward(xp, wu, bu)
         if has_neg:
             xn = _neg(x)
             p = p + op.forward(xn, op.params(f"gamma-down-nobias-{g}", lambda w: w + g * _neg(w), None)[0], None)
-        sp = divide(r_pos, p, self.stabilizer)
+        sp = divide(r_pos, p, self.stabilizer, own_r=True, own_d=True)
+        del p
         g_pos = op.vjp(sp, wu, input_shape)
         g_neg = op.vjp(sp, wd, input_shape) if has_neg else None
         if use_neg_out:
             n = op.forward(xp, wd, bd)
             if has_neg:
                 n = n + op.forward(xn, op.params(f"gamma-up-nobias-{g}", lambda w: w + g * _pos(w), None)[0], None)
-            sn = divide(r_neg, n, self.stabilizer)
+            sn = divide(r_neg, n, self.stabilizer, own_r=True, own_d=True)
             g_pos = g_pos + op.vjp(sn, wd, input_shape)
             if has_neg:
                 g_neg = g_neg + op.vjp(sn, wu, input_shape)
