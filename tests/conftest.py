@@ -10,10 +10,10 @@ from spray.testing import install_torchvision_stub, remove_torchvision_stub
 def zennit():
     """zennit 0.5.1 with a torchvision stand-in (see spray.testing)."""
     replaced = install_torchvision_stub()
-    zennit = pytest.importorskip("zennit")
-    import zennit.attribution  # noqa: F401
-    import zennit.torchvision  # noqa: F401
-    yield zennit
+    module = pytest.importorskip("zennit")
+    pytest.importorskip("zennit.attribution")
+    pytest.importorskip("zennit.torchvision")
+    yield module
     remove_torchvision_stub(replaced)
 
 

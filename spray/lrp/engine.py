@@ -11,7 +11,7 @@ gradient pass would save), and in backward hands the rule ``R = f(z) * g``.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
