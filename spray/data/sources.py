@@ -1,0 +1,331 @@
+"""Data sets a user brings: an image folder, an ``.npz``, an HDF5 file, or a Python factory.
+
+Every source knows, without decoding a single image, each sample's stable id and label, so the
+explain stage can plan shards and select subsets up front; images are read lazily one at a time.
+Ids are the relative path (image folder), the given ``ids`` array, or the index as a string.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .._imports import load_object
+from ..errors import ConfigError, InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+class Source:
+    """Base: ``ids`` (list of str), ``labels`` (int64 array), ``classes`` (names), ``load(i)``."""
+
+    kind = "source"
+    ids: List[str]
+    labels: np.ndarray
+    classes: List[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, index: int) -> Any:
+        """The raw image of sample ``index`` (PIL image, HWC uint8 array or CHW float array)."""
+        raise NotImplementedError
+
+    def location(self, index: int) -> str:
+        """Where sample ``index`` comes from, for error messages."""
+        return f"{self.describe().get('path', self.kind)} sample {self.ids[index]!r}"
+
+    def describe(self) -> dict:
+        return {"type": self.kind}
+
+    def fingerprint(self) -> str:
+        """A hash of what identifies the data: kind, ids and labels (and file sizes where cheap)."""
+        digest = hashlib.sha256(self.kind.encode())
+        digest.update("\n".join(self.ids).encode())
+        digest.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        digest.update(self._extra_fingerprint())
+        return digest.hexdigest()
+
+    def _extra_fingerprint(self) -> bytes:
+        return b""
+
+    def _check(self, where: str) -> None:
+        if len(self.ids) != len(self.labels):
+            raise InputError(f"{where}: {len(self.ids)} ids but {len(self.labels)} labels")
+        if len(set(self.ids)) != len(self.ids):
+            seen, dup = set(), None
+            for i in self.ids:
+                if i in seen:
+                    dup = i
+                    break
+                seen.add(i)
+            raise InputError(f"{where}: sample id {dup!r} occurs more than once; ids must be unique")
+        n = len(self.classes)
+        bad = np.flatnonzero((self.labels < 0) | (self.labels >= n))
+        if len(bad):
+            i = int(bad[0])
+            raise InputError(f"{where}: sample {self.ids[i]!r} has label {int(self.labels[i])}, outside "
+                             f"0..{n - 1} ({n} classes; {len(bad)} such samples); fix the labels or give "
+                             f"the full class list")
+
+
+class ImageFolder(Source):
+    """``root/<class>/<file>`` (torchvision's convention); class index = position in ``classes``
+    (default: the sorted folder names); ids are paths relative to ``root``."""
+
+    kind = "image_folder"
+
+    def __init__(self, root, classes: Optional[Sequence[str]] = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InputError(f"image folder {self.root} does not exist or is not a directory")
+        folders = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if classes is None:
+            classes = folders
+        else:
+            missing = [c for c in classes if c not in folders]
+            if missing:
+                raise InputError(f"image folder {self.root}: class folder(s) {missing} not found; "
+                                 f"present: {folders}")
+        if not classes:
+            raise InputError(f"image folder {self.root} has no class sub-folders (expected root/<class>/<image>)")
+        self.classes = list(classes)
+        ids, labels = [], []
+        for label, name in enumerate(self.classes):
+            for dirpath, dirnames, filenames in os.walk(self.root / name):
+                dirnames.sort()
+                for fname in sorted(filenames):
+                    if fname.lower().endswith(IMAGE_SUFFIXES):
+                        ids.append(os.path.relpath(os.path.join(dirpath, fname), self.root).replace(os.sep, "/"))
+                        labels.append(label)
+        if not ids:
+            raise InputError(f"image folder {self.root}: no images ({', '.join(IMAGE_SUFFIXES)}) under "
+                             f"{len(self.classes)} class folders")
+        self.ids, self.labels = ids, np.asarray(labels, dtype=np.int64)
+        self._check(f"image folder {self.root}")
+
+    def load(self, index: int):
+        from PIL import Image, UnidentifiedImageError
+        path = self.root / self.ids[index]
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return image.copy()
+        except FileNotFoundError:
+            raise InputError(f"{path}: file is missing (it was listed when the data set was opened); "
+                             f"restore it or re-run") from None
+        except UnidentifiedImageError:
+            raise InputError(f"{path}: not a readable image; delete or replace it, or set "
+                             f"explain.on_error: skip") from None
+        except OSError as err:
+            raise InputError(f"{path}: unreadable or truncated image ({err}); replace it, or set "
+                             f"explain.on_error: skip") from None
+
+    def location(self, index: int) -> str:
+        return str(self.root / self.ids[index])
+
+    def describe(self) -> dict:
+        return {"type": self.kind, "path": str(self.root), "classes": self.classes}
+
+    def _extra_fingerprint(self) -> bytes:
+        return b""
+
+
+class ArraySource(Source):
+    """Images in an array (NHWC uint8 or NCHW float) with labels and optional ids."""
+
+    kind = "arrays"
+
+    def __init__(self, images, labels, ids=None, classes: Optional[Sequence[str]] = None, where: str = "arrays"):
+        self.images = images
+        self.where = where
+        self.labels = np.asarray(labels).astype(np.int64).reshape(-1)
+        n = len(self.labels)
+        if len(images) != n:
+            raise InputError(f"{where}: {len(images)} images but {n} labels")
+        self.ids = [str(i) for i in (ids if ids is not None else range(n))]
+        n_classes = int(self.labels.max()) + 1 if n else 0
+        self.classes = list(classes) if classes is not None else [str(c) for c in range(n_classes)]
+        shape = tuple(images.shape)
+        if len(shape) != 4:
+            raise InputError(f"{where}: images must be 4-d (N,H,W,C uint8 or N,C,H,W float), got shape {shape}")
+        if images.dtype == np.uint8 and shape[-1] not in (1, 3, 4):
+            raise InputError(f"{where}: uint8 images must be NHWC with 1 or 3 channels, got shape {shape}")
+        self._check(where)
+
+    def load(self, index: int):
+        image = np.asarray(self.images[index])
+        if image.dtype == np.uint8:
+            return image
+        return image.astype(np.float32, copy=False)
+
+    def location(self, index: int) -> str:
+        return f"{self.where} sample {self.ids[index]!r} (row {index})"
+
+    def describe(self) -> dict:
+        return {"type": self.kind, "path": self.where, "classes": self.classes}
+
+    def _extra_fingerprint(self) -> bytes:
+        return repr((tuple(self.images.shape), str(self.images.dtype))).encode()
+
+
+class NpzSource(ArraySource):
+    """``.npz`` with ``images`` (uint8 NHWC or float NCHW), ``labels``, optional ``ids``/``classes``."""
+
+    kind = "npz"
+
+    def __init__(self, path, classes: Optional[Sequence[str]] = None):
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"npz file {path} not found")
+        try:
+            data = np.load(path, allow_pickle=False)
+        except Exception as err:
+            raise InputError(f"{path}: not a readable .npz ({err})") from None
+        for key in ("images", "labels"):
+            if key not in data.files:
+                raise InputError(f"{path}: key {key!r} missing (has {data.files}); an .npz needs 'images' "
+                                 f"(uint8 NHWC or float NCHW) and 'labels'")
+        if classes is None and "classes" in data.files:
+            classes = [str(c) for c in data["classes"]]
+        ids = data["ids"] if "ids" in data.files else None
+        super().__init__(data["images"], data["labels"], ids, classes, where=str(path))
+        self.path = path
+
+    def describe(self) -> dict:
+        return {"type": self.kind, "path": str(self.path), "classes": self.classes}
+
+
+class HDF5Source(Source):
+    """Images and labels in HDF5 datasets (names from the config). The file is opened per process
+    on first read (h5py handles cannot cross processes); labels and ids are read once up front."""
+
+    kind = "hdf5"
+
+    def __init__(self, path, images: str = "images", labels: str = "labels", ids: Optional[str] = None,
+                 classes: Optional[Sequence[str]] = None):
+        import h5py
+        self.path, self.images_key = Path(path), images
+        if not self.path.is_file():
+            raise InputError(f"HDF5 file {self.path} not found")
+        try:
+            with h5py.File(self.path, "r") as fh:
+                for key in (images, labels) + ((ids,) if ids else ()):
+                    if key not in fh:
+                        raise InputError(f"{self.path}: dataset {key!r} not found (has {list(fh)}); set "
+                                         f"data.images / data.labels / data.ids to the right names")
+                self.shape, self.dtype = fh[images].shape, fh[images].dtype
+                self.labels = np.asarray(fh[labels][()]).astype(np.int64).reshape(-1)
+                raw_ids = fh[ids][()] if ids else range(len(self.labels))
+        except OSError as err:
+            raise InputError(f"{self.path}: not a readable HDF5 file ({err})") from None
+        self.ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw_ids]
+        if len(self.shape) != 4:
+            raise InputError(f"{self.path}:{images} must be 4-d (N,H,W,C uint8 or N,C,H,W float), got {self.shape}")
+        if self.shape[0] != len(self.labels):
+            raise InputError(f"{self.path}: {self.shape[0]} images but {len(self.labels)} labels")
+        self.classes = list(classes) if classes is not None else [str(c) for c in range(int(self.labels.max()) + 1)]
+        self._file = None
+        self._pid = None
+        self._check(str(self.path))
+
+    def load(self, index: int):
+        import h5py
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+        image = self._file[self.images_key][index]
+        return image if image.dtype == np.uint8 else image.astype(np.float32)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_file"] = None
+        return state
+
+    def location(self, index: int) -> str:
+        return f"{self.path}:{self.images_key}[{index}] (id {self.ids[index]!r})"
+
+    def describe(self) -> dict:
+        return {"type": self.kind, "path": str(self.path), "classes": self.classes}
+
+    def _extra_fingerprint(self) -> bytes:
+        return repr((tuple(self.shape), str(self.dtype))).encode()
+
+
+class FactorySource(Source):
+    """A torch Dataset from ``file.py:make_dataset`` / ``module:attr`` (called with ``kwargs``).
+
+    Items are ``(image, label)`` or ``(image, label, id)``. Labels come from the dataset's
+    ``targets`` or ``labels`` attribute when it has one (no image decoded); otherwise every item is
+    read once up front, which costs a full pass: give the dataset a ``targets`` attribute."""
+
+    kind = "factory"
+
+    def __init__(self, factory: str, kwargs: Optional[Dict[str, Any]] = None, classes: Optional[Sequence[str]] = None):
+        self.spec = factory
+        maker = load_object(factory, "data factory")
+        try:
+            self.dataset = maker(**(kwargs or {})) if callable(maker) else maker
+        except Exception as err:
+            raise InputError(f"data factory {factory!r} raised {type(err).__name__}: {err}") from err
+        if not hasattr(self.dataset, "__getitem__") or not hasattr(self.dataset, "__len__"):
+            raise ConfigError(f"data factory {factory!r} returned {type(self.dataset).__name__}, which is not a "
+                              f"map-style torch Dataset (needs __len__ and __getitem__)")
+        n = len(self.dataset)
+        targets = getattr(self.dataset, "targets", None)
+        if targets is None:
+            targets = getattr(self.dataset, "labels", None)
+        ids = getattr(self.dataset, "ids", None)
+        if targets is None:
+            items = [self.dataset[i] for i in range(n)]
+            targets = [int(item[1]) for item in items]
+            if ids is None and items and len(items[0]) > 2:
+                ids = [str(item[2]) for item in items]
+        self.labels = np.asarray(targets).astype(np.int64).reshape(-1)
+        self.ids = [str(i) for i in (ids if ids is not None else range(n))]
+        names = classes if classes is not None else getattr(self.dataset, "classes", None)
+        self.classes = list(names) if names is not None else [str(c) for c in range(int(self.labels.max()) + 1)]
+        self._check(f"data factory {factory!r}")
+
+    def load(self, index: int):
+        item = self.dataset[index]
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise InputError(f"data factory {self.spec!r}: item {index} must be (image, label[, id]), "
+                             f"got {type(item).__name__}")
+        if int(item[1]) != int(self.labels[index]):
+            raise InputError(f"data factory {self.spec!r}: item {index} has label {int(item[1])} but the "
+                             f"dataset's targets say {int(self.labels[index])}")
+        image = item[0]
+        return image.numpy() if isinstance(image, torch.Tensor) and image.dtype != torch.uint8 else image
+
+    def describe(self) -> dict:
+        return {"type": self.kind, "path": self.spec, "classes": self.classes}
+
+
+def select(source: Source, classes: Optional[Sequence] = None, ids: Optional[Sequence[str]] = None) -> np.ndarray:
+    """Indices of the samples in ``classes`` (names or indices) and/or ``ids``, in source order."""
+    keep = np.ones(len(source), dtype=bool)
+    if classes is not None:
+        wanted = []
+        for c in classes:
+            if isinstance(c, (int, np.integer)) and not isinstance(c, bool):
+                if not 0 <= int(c) < len(source.classes):
+                    raise ConfigError(f"class index {c} out of range 0..{len(source.classes) - 1}")
+                wanted.append(int(c))
+            elif c in source.classes:
+                wanted.append(source.classes.index(c))
+            else:
+                raise ConfigError(f"class {c!r} not in the data set's classes {source.classes}")
+        keep &= np.isin(source.labels, wanted)
+    if ids is not None:
+        position = {i: k for k, i in enumerate(source.ids)}
+        missing = [i for i in ids if i not in position]
+        if missing:
+            raise ConfigError(f"{len(missing)} selected id(s) not in the data set, e.g. {missing[:3]}")
+        mask = np.zeros(len(source), dtype=bool)
+        mask[[position[i] for i in ids]] = True
+        keep &= mask
+    return np.flatnonzero(keep)
