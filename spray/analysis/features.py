@@ -1,0 +1,67 @@
+"""Heatmaps -> per-sample feature vectors for the graph: channel sum, absolute or positive part,
+sum-pooling to a target size, normalisation per sample (with a guard for maps whose relevance sums
+to ~0, where dividing gives inf/NaN), optional PCA for large maps."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+import numpy as np
+
+from ..errors import ConfigError
+
+MODES = ("abs", "positive", "signed")
+
+
+@dataclass
+class Pooled:
+    """Pooled maps (N, h, w), the pooling factor per axis, and which maps were degenerate."""
+
+    maps: np.ndarray
+    factor: Tuple[int, int]
+    degenerate: np.ndarray
+
+    def features(self) -> np.ndarray:
+        return self.maps.reshape(len(self.maps), -1)
+
+
+def pool_maps(relevance: np.ndarray, size: Union[int, Tuple[int, int], None] = 16, mode: str = "abs",
+              normalize: bool = True, eps: float = 1e-12) -> Pooled:
+    """(N, C, H, W) or (N, H, W) relevance -> (N, h, w) sum-pooled maps, each summing to 1 when
+    ``normalize`` (over absolute values for mode "signed"). ``size`` must divide H and W."""
+    if mode not in MODES:
+        raise ConfigError(f"analysis.mode must be one of {MODES}, got {mode!r}")
+    r = np.asarray(relevance, dtype=np.float32)
+    if r.ndim == 4:
+        r = r.sum(1)
+    if r.ndim != 3:
+        raise ConfigError(f"heatmaps must be (N, C, H, W) or (N, H, W), got shape {relevance.shape}")
+    n, h, w = r.shape
+    if mode == "abs":
+        r = np.abs(r)
+    elif mode == "positive":
+        r = np.maximum(r, 0)
+    if size is None:
+        th, tw = h, w
+    else:
+        th, tw = (size, size) if isinstance(size, int) else tuple(size)
+    if h % th or w % tw:
+        raise ConfigError(f"analysis.pool size {th}x{tw} must divide the heatmap size {h}x{w}")
+    fh, fw = h // th, w // tw
+    pooled = r.reshape(n, th, fh, tw, fw).sum((2, 4))
+    total = np.abs(pooled).reshape(n, -1).sum(1)
+    scale = np.abs(r).reshape(n, -1).max(1) if n else np.zeros(0)
+    degenerate = total <= eps * np.maximum(scale, eps) * th * tw
+    if normalize:
+        safe = np.where(degenerate, 1.0, total)
+        pooled = pooled / safe[:, None, None]
+        pooled[degenerate] = 0.0
+    return Pooled(pooled.astype(np.float32), (fh, fw), degenerate)
+
+
+def reduce_dimension(features: np.ndarray, n_components: Optional[int], random_state: int = 0) -> np.ndarray:
+    """Randomised PCA to ``n_components`` (None or >= feature count: unchanged)."""
+    if n_components is None or n_components >= features.shape[1] or n_components >= len(features):
+        return features
+    from sklearn.decomposition import PCA
+    return PCA(n_components, svd_solver="randomized", random_state=random_state).fit_transform(features).astype(np.float32)

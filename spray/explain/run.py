@@ -1,0 +1,182 @@
+"""The explain stage: plan shards, run them on dask workers (or in-process), fill the store.
+
+Distribution is dask.distributed: a LocalCluster by default, an existing scheduler by address
+(``cluster.address``, which dask-jobqueue/SLURM or the Kubernetes operator hand out), or a
+synchronous in-process mode for debugging. At most a few tasks per worker are in flight, so the
+client's and the scheduler's memory do not grow with the data set. A killed worker's task is
+re-run elsewhere by the scheduler; shard files are written atomically, so nothing is written twice
+or half.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..data.open import open_source
+from ..data.sources import select
+from ..errors import SprayError
+from ..models.loading import check_model, load_model, model_fingerprint
+from ..store import StoreWriter
+from .plan import make_plan
+from .task import ExplainSpec, explain_shard, resolve_composite
+
+log = logging.getLogger("spray.explain")
+
+
+@dataclass
+class ClusterSpec:
+    """Where tasks run: ``mode`` "local" (LocalCluster of ``n_workers`` processes), "address"
+    (connect to ``address``; "env" takes DASK_SCHEDULER_ADDRESS / dask's config), or "synchronous"."""
+
+    mode: str = "local"
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    address: Optional[str] = None
+    dashboard: bool = True
+
+
+@dataclass
+class ExplainResult:
+    store: Path
+    samples: int
+    shards: int
+    computed: int
+    reused: int
+    recomputed: List[int]
+    skipped: int
+    seconds: float
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds else float("nan")
+
+
+def versions() -> Dict[str, str]:
+    import h5py
+    import torch
+
+    from .. import __version__
+    return {"spray": __version__, "torch": torch.__version__, "h5py": h5py.__version__,
+            "hdf5": h5py.version.hdf5_version, "numpy": np.__version__}
+
+
+def prepare(spec: ExplainSpec, classes: Optional[Sequence] = None, ids: Optional[Sequence[str]] = None,
+            shard_size: int = 256):
+    """Open the data, check the model on one sample, and compute the plan and the store identity."""
+    source = open_source(spec.data)
+    selected = select(source, classes, ids)
+    if len(selected) == 0:
+        raise SprayError("the selection is empty: no samples to explain (check data / classes / ids)")
+    preprocess = spec.make_preprocess()
+    model = load_model(**spec.model)
+    first = int(selected[0])
+    sample = preprocess(source.load(first), source.location(first))
+    check_model(model, sample, len(source.classes))
+    spec = replace(spec, input_shape=tuple(sample.shape))
+    weights = [spec.model.get("weights"), spec.model.get("pickled")]
+    identity = {"model_sha256": model_fingerprint(model, weights), "model": spec.model,
+                "composite": resolve_composite(spec.composite, preprocess), "preprocess": preprocess.describe(),
+                "input_shape": list(sample.shape), "data_fingerprint": source.fingerprint(),
+                "data": source.describe(), "classes": source.classes, "target": spec.target, "dtype": spec.dtype,
+                "channels": spec.channels, "on_error": spec.on_error,
+                "selection": {"classes": list(classes) if classes is not None else None,
+                              "ids": list(ids) if ids is not None else None}}
+    tasks = make_plan(source.ids, source.labels, selected, shard_size)
+    return spec, tasks, identity
+
+
+def _client(cluster: ClusterSpec):
+    from distributed import Client, LocalCluster
+    if cluster.mode == "address":
+        client = Client(None if cluster.address in (None, "env") else cluster.address)
+        return client, None
+    local = LocalCluster(n_workers=cluster.n_workers, threads_per_worker=cluster.threads_per_worker,
+                         processes=True, dashboard_address=":0" if cluster.dashboard else None,
+                         silence_logs=logging.ERROR)
+    return Client(local), local
+
+
+def run_explain(spec: ExplainSpec, store: Path, *, classes: Optional[Sequence] = None,
+                ids: Optional[Sequence[str]] = None, shard_size: int = 256,
+                cluster: Optional[ClusterSpec] = None, client=None, progress: bool = True,
+                on_shard: Optional[Callable[[dict], None]] = None) -> ExplainResult:
+    """Explain every selected sample into ``store`` (resuming a store of the same configuration)."""
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    cluster = cluster or ClusterSpec()
+    spec, tasks, identity = prepare(spec, classes, ids, shard_size)
+    provenance = {"versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    by_id = {t.spec.shard: t for t in tasks}
+    with StoreWriter(store, identity, [t.spec for t in tasks], provenance) as writer:
+        todo = [by_id[s.shard] for s in writer.todo()]
+        reused = len(tasks) - len(todo)
+        total = sum(t.spec.count for t in tasks)
+        done_samples = sum(t.spec.count for t in tasks if t.spec.shard in writer.done)
+        log.info("store %s: %d shards planned, %d reused, %d to compute%s", store, len(tasks), reused, len(todo),
+                 f" (recomputing corrupt shards {writer.recomputed})" if writer.recomputed else "")
+        bar = tqdm(total=total, initial=done_samples, unit="img", desc="explain", disable=not progress,
+                   smoothing=0.1, dynamic_ncols=True)
+
+        def finished(rec: dict) -> None:
+            writer.record(rec)
+            bar.update(by_id[rec["shard"]].spec.count)
+            log.info("shard %d (class %d, %d samples, %d skipped) in %.2f s on pid %s",
+                     rec["shard"], by_id[rec["shard"]].spec.label, rec["count"], rec["skipped"], rec["seconds"],
+                     rec.get("pid"))
+            if on_shard is not None:
+                on_shard(rec)
+
+        try:
+            if todo and cluster.mode == "synchronous" and client is None:
+                for task in todo:
+                    finished(explain_shard(spec, task, str(store)))
+            elif todo:
+                _run_distributed(spec, todo, str(store), cluster, client, finished)
+        finally:
+            bar.close()
+        writer.finalize()
+    skipped = sum(int(r.get("skipped", 0)) for r in writer.done.values())
+    return ExplainResult(Path(store), total - skipped, len(tasks), len(todo), reused, writer.recomputed, skipped,
+                         time.perf_counter() - started)
+
+
+def _run_distributed(spec: ExplainSpec, todo, store: str, cluster: ClusterSpec, client, finished) -> None:
+    from distributed import as_completed
+    own = client is None
+    local = None
+    if own:
+        client, local = _client(cluster)
+    try:
+        if client.dashboard_link and cluster.dashboard:
+            log.warning("dask dashboard: %s", client.dashboard_link)
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        window = 2 * n_workers + 2
+        queue = list(todo)
+        key = spec.key[:10]
+
+        def submit(task):
+            return client.submit(explain_shard, spec, task, store, key=f"explain-{key}-{task.spec.shard}", pure=False)
+
+        running = as_completed([submit(queue.pop(0)) for _ in range(min(window, len(queue)))])
+        for future in running:
+            try:
+                rec = future.result()
+            except BaseException:
+                for other in running.futures:
+                    other.cancel()
+                raise
+            finished(rec)
+            future.release()
+            if queue:
+                running.add(submit(queue.pop(0)))
+    finally:
+        if own:
+            client.close()
+            if local is not None:
+                local.close()

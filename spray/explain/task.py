@@ -1,0 +1,166 @@
+"""What one explain task does on a worker: load the model once per process, read one shard's
+samples, run LRP in batches, write and verify the shard file. Tasks carry only small specs (paths,
+names, indices), never models or tensors, so nothing heavy is pickled per task."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..data.loader import SampleDataset, batches
+from ..data.open import open_source
+from ..data.preprocess import Preprocess
+from ..errors import ConfigError, InputError
+from ..lrp import LRP
+from ..models.loading import load_model
+from ..store import ShardData, write_shard
+from .plan import ShardTask
+
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+@dataclass(frozen=True)
+class ExplainSpec:
+    """Everything a worker needs to explain samples, as plain JSON-able values."""
+
+    data: Dict[str, Any]
+    model: Dict[str, Any]
+    preprocess: Dict[str, Any]
+    composite: Any = "epsilon_plus_flat"
+    target: str = "label"              # explain the true label, or the "prediction"
+    batch_size: int = 32
+    dtype: str = "float16"
+    channels: str = "sum"              # "sum" over colour channels, or "keep"
+    on_error: str = "stop"
+    device: str = "auto"               # "auto" (CUDA when present), "cpu", "cuda"
+    torch_threads: int = 1
+    input_shape: Optional[Tuple[int, ...]] = None
+
+    def __post_init__(self):
+        if self.target not in ("label", "prediction"):
+            raise ConfigError(f"explain.target must be 'label' or 'prediction', got {self.target!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"explain.dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        if self.channels not in ("sum", "keep"):
+            raise ConfigError(f"explain.channels must be 'sum' or 'keep', got {self.channels!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"explain.device must be auto, cpu or cuda, got {self.device!r}")
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()
+
+    def make_preprocess(self) -> Preprocess:
+        return Preprocess(**self.preprocess)
+
+
+def resolve_composite(composite: Any, preprocess: Preprocess) -> dict:
+    """The composite as a mapping, with zB bounds filled in from the preprocessing when missing."""
+    spec = {"preset": composite} if isinstance(composite, str) else dict(composite)
+    low, high = preprocess.input_range()
+    if spec.get("preset") == "epsilon_gamma_box":
+        spec.setdefault("low", low)
+        spec.setdefault("high", high)
+    first = spec.get("first")
+    if first in ("zb", "zbox", "ZBox") or (isinstance(first, dict) and str(first.get("rule", "")).lower() in ("zb", "zbox")):
+        first = {"rule": "zb"} if isinstance(first, str) else dict(first)
+        first.setdefault("low", low)
+        first.setdefault("high", high)
+        spec["first"] = first
+    return spec
+
+
+@dataclass
+class _Runtime:
+    source: Any
+    preprocess: Preprocess
+    lrp: LRP
+    device: torch.device
+    stats: dict = field(default_factory=dict)
+
+
+_RUNTIME: Dict[str, _Runtime] = {}
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("explain.device is 'cuda' but no CUDA device is available here")
+    index = 0
+    try:  # one worker per GPU: worker i takes GPU i (mod count)
+        from distributed import get_worker
+        name = get_worker().name
+        index = int(str(name).rsplit("-", 1)[-1]) if str(name).rsplit("-", 1)[-1].isdigit() else 0
+    except (ImportError, ValueError):
+        pass
+    return torch.device("cuda", index % torch.cuda.device_count())
+
+
+def runtime(spec: ExplainSpec) -> _Runtime:
+    """This process's model, data source and LRP engine for ``spec`` (built once, then reused)."""
+    key = spec.key
+    rt = _RUNTIME.get(key)
+    if rt is None:
+        torch.set_num_threads(max(1, spec.torch_threads))
+        preprocess = spec.make_preprocess()
+        device = _device(spec.device)
+        model = load_model(**spec.model).to(device)
+        lrp = LRP(model, resolve_composite(spec.composite, preprocess))
+        _RUNTIME.clear()
+        rt = _RUNTIME[key] = _Runtime(open_source(spec.data), preprocess, lrp, device)
+    return rt
+
+
+def explain_shard(spec: ExplainSpec, task: ShardTask, store: str) -> dict:
+    """Explain the samples of ``task`` and write its shard file; returns a small record."""
+    started = time.perf_counter()
+    rt = runtime(spec)
+    dataset = SampleDataset(rt.source, rt.preprocess, task.indices, spec.on_error, shape=spec.input_shape)
+    out = {k: [] for k in ("relevance", "index", "label", "prediction", "target", "logits")}
+    ids, skipped = [], []
+    dtype = DTYPES[spec.dtype]
+    for batch in batches(dataset, spec.batch_size, num_workers=0):
+        skipped += [{"id": s.id, "index": s.index, "reason": s.reason} for s in batch.skipped]
+        if not len(batch):
+            continue
+        x = batch.x.to(rt.device, non_blocking=True)
+        target = batch.labels.to(rt.device) if spec.target == "label" else None
+        result = rt.lrp.explain(x, target)
+        relevance = result.relevance
+        if spec.channels == "sum":
+            relevance = relevance.sum(1, keepdim=True)
+        relevance = relevance.float().cpu().numpy()
+        stored = relevance.astype(dtype)
+        if not np.isfinite(stored).all():
+            bad = batch.ids[int(np.flatnonzero(~np.isfinite(stored).reshape(len(stored), -1).all(1))[0])]
+            raise InputError(f"relevance of sample {bad!r} is not finite in {spec.dtype} (overflow or NaN); "
+                             f"use explain.dtype: float32, or check the model's output for that sample")
+        out["relevance"].append(stored)
+        out["index"].append(batch.indices)
+        out["label"].append(batch.labels.numpy())
+        out["logits"].append(result.logits.float().cpu().numpy())
+        out["prediction"].append(result.logits.argmax(1).cpu().numpy())
+        out["target"].append(result.target.cpu().numpy())
+        ids += batch.ids
+    if ids:
+        arrays = {k: np.concatenate(v) for k, v in out.items()}
+    else:
+        shape = (0,) + ((1,) if spec.channels == "sum" else spec.input_shape[:1]) + tuple(spec.input_shape[1:])
+        arrays = {"relevance": np.empty(shape, dtype), "index": np.empty(0, np.int64),
+                  "label": np.empty(0, np.int64), "prediction": np.empty(0, np.int64),
+                  "target": np.empty(0, np.int64), "logits": np.empty((0, len(rt.source.classes)), np.float32)}
+    for name in ("index", "label", "prediction", "target"):
+        arrays[name] = arrays[name].astype(np.int64)
+    data = ShardData(ids=ids, skipped=skipped, **arrays)
+    path = Path(store) / task.spec.filename
+    digest = write_shard(path, data, {"shard": task.spec.shard, "label": task.spec.label})
+    return {"shard": task.spec.shard, "count": len(ids), "checksum": digest, "skipped": len(skipped),
+            "seconds": round(time.perf_counter() - started, 3), "pid": os.getpid(), "device": str(rt.device)}

@@ -1,0 +1,124 @@
+"""One shard file per explain task: written as ``*.tmp``, verified, then renamed into place.
+
+HDF5 takes one writer per file, so parallel workers never share a file. A shard holds, per sample,
+the relevance map (float16 by default), id, source index, label, prediction, explained target and
+logits; its attributes hold the count and a sha256 over all of it, so a reader can prove a shard is
+whole (fletcher32 on every chunk catches bit rot on read as well).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from ..errors import SprayError
+
+FIELDS = ("relevance", "index", "label", "prediction", "target", "logits")
+
+
+class CorruptShard(SprayError):
+    """A shard file is unreadable, incomplete or fails its checksum."""
+
+
+@dataclass
+class ShardData:
+    """The arrays of one shard (axis 0 = samples, in plan order)."""
+
+    relevance: np.ndarray
+    ids: List[str]
+    index: np.ndarray
+    label: np.ndarray
+    prediction: np.ndarray
+    target: np.ndarray
+    logits: np.ndarray
+    skipped: List[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def checksum(data: ShardData) -> str:
+    """sha256 over every stored array and the ids (what verification recomputes)."""
+    digest = hashlib.sha256()
+    for name in FIELDS:
+        arr = np.ascontiguousarray(getattr(data, name))
+        digest.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
+        digest.update(arr.tobytes())
+    digest.update("\n".join(data.ids).encode())
+    return digest.hexdigest()
+
+
+def _codec(dtype) -> dict:
+    # blosc-lz4 with byte shuffle: 600 MB/s written here, against ~20 MB/s for gzip
+    return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+
+
+def write_shard(path: Path, data: ShardData, attrs: Optional[dict] = None) -> str:
+    """Write ``data`` to ``path`` atomically (temp file, verify, rename); returns the checksum."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    digest = checksum(data)
+    n = len(data)
+    try:
+        with h5py.File(tmp, "w") as fh:
+            rel = data.relevance
+            if n:
+                chunk = (min(n, max(1, (1 << 20) // max(1, rel[0].nbytes))),) + rel.shape[1:]
+                fh.create_dataset("relevance", data=rel, chunks=chunk, fletcher32=True, **_codec(rel.dtype))
+            else:
+                fh.create_dataset("relevance", data=rel)
+            for name in FIELDS[1:]:
+                fh.create_dataset(name, data=getattr(data, name))
+            fh.create_dataset("ids", data=np.array(data.ids, dtype=object), dtype=h5py.string_dtype())
+            fh.attrs["count"] = n
+            fh.attrs["checksum"] = digest
+            fh.attrs["skipped"] = json.dumps(data.skipped)
+            for key, value in (attrs or {}).items():
+                fh.attrs[key] = value
+            fh.flush()
+            os.fsync(fh.id.get_vfd_handle())
+        verify_shard(tmp, expect_count=n, expect_checksum=digest)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return digest
+
+
+def read_shard(path: Path) -> ShardData:
+    """All arrays of a shard (raises :class:`CorruptShard` when it cannot be read)."""
+    try:
+        with h5py.File(path, "r") as fh:
+            arrays = {name: fh[name][()] for name in FIELDS}
+            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in fh["ids"][()]]
+            skipped = json.loads(fh.attrs.get("skipped", "[]"))
+    except (OSError, KeyError, ValueError) as err:
+        raise CorruptShard(f"shard {path} is unreadable or incomplete ({err})") from None
+    return ShardData(ids=ids, skipped=skipped, **arrays)
+
+
+def verify_shard(path: Path, expect_count: Optional[int] = None, expect_checksum: Optional[str] = None) -> dict:
+    """Reopen ``path``, recompute its checksum and compare with its attributes (and expectations)."""
+    data = read_shard(path)
+    try:
+        with h5py.File(path, "r") as fh:
+            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in fh.attrs.items()}
+    except OSError as err:
+        raise CorruptShard(f"shard {path} is unreadable ({err})") from None
+    actual = checksum(data)
+    if attrs.get("checksum") != actual:
+        raise CorruptShard(f"shard {path} fails its checksum (stored {attrs.get('checksum')}, data {actual})")
+    if expect_checksum is not None and actual != expect_checksum:
+        raise CorruptShard(f"shard {path} holds other data than recorded (checksum {actual} != {expect_checksum})")
+    if expect_count is not None and len(data) != expect_count:
+        raise CorruptShard(f"shard {path} holds {len(data)} samples, {expect_count} expected")
+    attrs["count"] = len(data)
+    return attrs
