@@ -1,42 +1,158 @@
-"""The ``spray`` command line. Exit codes: 0 done, 2 bad configuration or input, 1 failed run."""
+"""The ``spray`` command line.
+
+Exit codes: 0 done; 2 bad configuration (job file, arguments, missing files); 1 the run failed
+(bad data, a locked or corrupt store, an unexpected error). Nothing already written is lost: stores
+resume, stages are reused when their inputs are unchanged.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import SprayError
+from .errors import ConfigError, SprayError
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("distributed", "bokeh", "tornado", "numba", "pynndescent", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.getLogger("spray").setLevel(logging.INFO)
+
+
+def _overrides(pairs: List[str]) -> dict:
+    import yaml
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set explain.batch_size=32")
+        key, _, value = pair.partition("=")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _job(args):
+    from .config import load_job
+    return load_job(args.job, _overrides(args.set))
+
+
+def _finish(run, started: float) -> None:
+    index = run.report / "index.html"
+    summary = run.report / "summary.json"
+    if index.exists() and summary.exists():
+        flagged = json.loads(summary.read_text())["flagged"]
+        print(f"report: {index.resolve()}")
+        for f in flagged:
+            rate = "n/a" if f["flip_rate"] is None else f"{f['flip_rate']:.0%}"
+            print(f"  flagged: class {f['class']} cluster {f['cluster']} (score {f['score']:.2f}, flip rate {rate})")
+        if not flagged:
+            print("  no suspicious cluster found")
+    print(f"done in {time.perf_counter() - started:.0f} s; run folder {run.folder.resolve()}")
+
+
+def _stages(stages):
+    def command(args) -> int:
+        from pipelines.audit import run_job
+        started = time.perf_counter()
+        run = run_job(_job(args), stages, progress=not args.quiet)
+        _finish(run, started)
+        return EXIT_OK
+    return command
+
+
 def _demo(args) -> int:
     from pipelines import demo
-    summary = demo.run(Path(args.out))
-    print(f"test accuracy {summary['test_accuracy']:.3f}; heatmaps of {summary['explained']} held-out digits "
-          f"written to {summary['heatmaps']} ({summary['seconds']} s)")
+    started = time.perf_counter()
+    run = demo.run(args.out, small=args.small, cluster=args.cluster, progress=not args.quiet)
+    _finish(run, started)
     return EXIT_OK
 
 
+def _inspect(args) -> int:
+    from .store import HeatmapStore
+    path = Path(args.path)
+    store = path / "store" if (path / "store" / "manifest.json").exists() else path
+    with HeatmapStore(store) as st:
+        info = st.describe()
+        problems = st.verify() if args.verify else None
+    if args.json:
+        print(json.dumps({**info, "integrity": problems}, indent=1, default=str))
+    else:
+        prov = info["provenance"]
+        print(f"store {info['store']}: {info['samples']} samples in {info['shards']} shards, relevance "
+              f"{info['relevance_shape']} {info['dtype']}, {info['bytes_per_sample']} bytes/sample on disk")
+        print(f"classes (label: n): {info['classes']}; skipped samples: {info['skipped']}; accuracy {info['accuracy']:.3f}")
+        print(f"model sha256 {prov['model_sha256'][:16]}..., composite {json.dumps(prov['composite'])}")
+        print(f"data {prov['data']}, preprocess {prov['preprocess']}, target {prov['target']}")
+        print(f"versions {prov.get('versions')}, created {prov.get('created')}")
+        stages = path / "stages.json"
+        if stages.exists():
+            print(f"run stages: {json.dumps(json.loads(stages.read_text()))}")
+        if problems is not None:
+            print("integrity: OK (every shard checksum verified)" if not problems else
+                  "integrity: FAILED\n  " + "\n  ".join(problems))
+    return EXIT_FAILED if problems else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spray", description="Audit image classifiers with LRP and SpRAy.")
+    parser = argparse.ArgumentParser(prog="spray", description="Audit image classifiers and their training sets with "
+                                     "LRP heatmaps and Spectral Relevance Analysis (SpRAy).")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the main job on the bundled default data",
-                          description="Train a small CNN on the bundled digits, explain held-out samples "
-                                      "with LRP and write heatmaps.")
+
+    def job_command(name, help_text, stages):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("job", help="YAML job file (see configs/template.yaml)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a job key, e.g. --set cluster.n_workers=4 (repeatable)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=_stages(stages))
+
+    job_command("run", "run the whole audit: explain -> analyze -> verify -> report",
+                ("explain", "analyze", "verify", "report"))
+    job_command("explain", "compute LRP heatmaps into the run's HDF5 store (resumes)", ("explain",))
+    job_command("analyze", "SpRAy per class on the run's store, then the flip test of flagged clusters",
+                ("analyze", "verify"))
+    job_command("report", "write the run's HTML/PNG/CSV/JSON report", ("report",))
+
+    demo = sub.add_parser("demo", help="audit the bundled watermark bed end to end",
+                          description="Build the watermark Clever-Hans bed from the bundled digits, train its CNN, "
+                                      "explain, analyse and write the report.")
     demo.add_argument("--out", default="reports/demo", help="run folder (default: reports/demo)")
+    demo.add_argument("--small", action="store_true", help="a smaller bed (CI-sized)")
+    demo.add_argument("--cluster", choices=["local", "synchronous"], help="override the cluster mode")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
+
+    inspect = sub.add_parser("inspect", help="describe a heatmap store or a run folder",
+                             description="Counts, classes, provenance; --verify recomputes every checksum.")
+    inspect.add_argument("path", help="a store folder or a run folder")
+    inspect.add_argument("--verify", action="store_true", help="integrity check (reads every shard)")
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.set_defaults(func=_inspect)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    _setup_logging(verbose=not getattr(args, "quiet", False))
     try:
         return args.func(args)
+    except ConfigError as err:
+        print(f"spray: configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     except SprayError as err:
         print(f"spray: error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("spray: interrupted; finished shards are kept, re-run the same command to resume", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -42,3 +42,23 @@ def insertion_flip_rate(model: nn.Module, clean: torch.Tensor, inserted: torch.T
     before = predict(model, clean, batch_size) == target
     after = predict(model, inserted, batch_size) == target
     return FlipResult(int(target), int((~before).sum()), int((after & ~before).sum()), int(before.sum()))
+
+
+def paste(others: torch.Tensor, donors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``others`` with the ``mask`` region (H, W bool) replaced by the same region of ``donors``
+    (cycled when there are fewer donors than images)."""
+    if len(donors) == 0:
+        raise ValueError("no donor images to paste from")
+    reps = donors[torch.arange(len(others)) % len(donors)]
+    m = mask.to(others.dtype)[None, None]
+    return others * (1 - m) + reps * m
+
+
+def region_flip_rate(model: nn.Module, others: torch.Tensor, donors: torch.Tensor, mask, target: int,
+                     batch_size: int = 256) -> FlipResult:
+    """Cut ``mask`` out of the donor images (a suspect cluster's), paste it onto ``others`` (other
+    classes' images, preprocessed) and count the flips to ``target``."""
+    mask = torch.as_tensor(mask, dtype=torch.bool)
+    if mask.shape != others.shape[-2:]:
+        raise ValueError(f"mask {tuple(mask.shape)} does not match the images' {tuple(others.shape[-2:])}")
+    return insertion_flip_rate(model, others, paste(others, donors, mask), target, batch_size)

@@ -138,7 +138,10 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         box = (ys.start * fh, xs.start * fw, ys.stop * fh, xs.stop * fw)
         place = describe_place(box, shape)
         in_box = float(proto[ys, xs].sum())
-        if kind == "local":
+        if max(hot, off) < threshold / 2:
+            reason = (f"relevance sits where the class typically puts it ({float(proto[~region].sum()):.0%} off the "
+                      f"object region, typical {base_off:.0%}; largest excess {hot:.0%} at {place})")
+        elif kind == "local":
             reason = (f"{in_box:.0%} of this cluster's relevance sits in a {box[2] - box[0]}x{box[3] - box[1]} patch at "
                       f"{place} (the class's typical map puts {float(reference[ys, xs].sum()):.0%} there), "
                       f"outside the region the rest of the class uses" if off > 0.05 else

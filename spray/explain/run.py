@@ -82,7 +82,7 @@ def prepare(spec: ExplainSpec, classes: Optional[Sequence] = None, ids: Optional
     identity = {"model_sha256": model_fingerprint(model, weights), "model": spec.model,
                 "composite": resolve_composite(spec.composite, preprocess), "preprocess": preprocess.describe(),
                 "input_shape": list(sample.shape), "data_fingerprint": source.fingerprint(),
-                "data": source.describe(), "classes": source.classes, "target": spec.target, "dtype": spec.dtype,
+                "data": source.describe(), "data_spec": spec.data, "classes": source.classes, "target": spec.target, "dtype": spec.dtype,
                 "channels": spec.channels, "on_error": spec.on_error,
                 "selection": {"classes": list(classes) if classes is not None else None,
                               "ids": list(ids) if ids is not None else None}}
