@@ -79,6 +79,7 @@ class PreprocessConfig(_Strict):
     std: List[float] = Field(default_factory=list)
     channels: Literal[1, 3] = 3
     convert: bool = False
+    scale: bool = True
 
 
 class ModelConfig(_Strict):

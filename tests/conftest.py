@@ -42,3 +42,41 @@ def vgg_bn():
 def resnet():
     torch.manual_seed(0)
     return randomize_batch_norm(zoo.resnet18(10, width=0.125)).double().eval()
+
+
+@pytest.fixture(scope="session")
+def bed_cache(tmp_path_factory):
+    """One cache of trained test beds for the whole session (SPRAY_CACHE points at it)."""
+    import os
+    folder = tmp_path_factory.mktemp("bed-cache")
+    old = os.environ.get("SPRAY_CACHE")
+    os.environ["SPRAY_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("SPRAY_CACHE", None)
+    else:
+        os.environ["SPRAY_CACHE"] = old
+
+
+def bed_spec(bed, **kw):
+    from spray.explain import ExplainSpec
+    return ExplainSpec(data={"type": "npz", "path": str(bed.data)},
+                       model={"factory": bed.info["model"]["factory"], "kwargs": bed.info["model"]["kwargs"],
+                              "weights": str(bed.weights)},
+                       preprocess=bed.info["preprocess"], **{"composite": "epsilon_gamma_box", "batch_size": 64, **kw})
+
+
+@pytest.fixture(scope="session")
+def audited_beds(bed_cache, tmp_path_factory):
+    """Both bundled beds built, trained, explained (in-process) and analysed: name -> (bed, store, summary)."""
+    from spray.analysis import AnalysisParams, analyze_store
+    from spray.datasets import prepare_bed
+    from spray.explain import ClusterSpec, run_explain
+    out = {}
+    for name in ("watermark", "background"):
+        bed = prepare_bed(name, cache=bed_cache)
+        store = tmp_path_factory.mktemp(f"store-{name}") / "store"
+        run_explain(bed_spec(bed), store, shard_size=256, cluster=ClusterSpec(mode="synchronous"), progress=False)
+        summary = analyze_store(store, store.parent / "analysis", AnalysisParams(embeddings=()), progress=False)
+        out[name] = (bed, store, summary)
+    return out

@@ -129,7 +129,7 @@ def _to_chw(image, where: str) -> torch.Tensor:
             arr = image[:, :, None] if image.ndim == 2 else image
             if arr.ndim != 3:
                 raise InputError(f"{where}: uint8 image must be HxW or HxWxC, got shape {image.shape}")
-            return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float().div_(255.0)
+            return torch.from_numpy(np.array(arr.transpose(2, 0, 1))).float().div_(255.0)
         image = torch.from_numpy(np.asarray(image, dtype=np.float32))
     if isinstance(image, torch.Tensor):
         if image.dtype == torch.uint8:

@@ -134,8 +134,13 @@ def run_explain(spec: ExplainSpec, store: Path, *, classes: Optional[Sequence] =
 
         try:
             if todo and cluster.mode == "synchronous" and client is None:
-                for task in todo:
-                    finished(explain_shard(spec, task, str(store)))
+                import torch
+                threads = torch.get_num_threads()
+                try:
+                    for task in todo:
+                        finished(explain_shard(spec, task, str(store)))
+                finally:
+                    torch.set_num_threads(threads)
             elif todo:
                 _run_distributed(spec, todo, str(store), cluster, client, finished)
         finally:

@@ -1,0 +1,148 @@
+"""Data inputs: every loader, ids, selection, preprocessing and every bad input named in the issue."""
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spray.data import (FactorySource, HDF5Source, ImageFolder, NpzSource, Preprocess, SampleDataset, batches,
+                        select)
+from spray.data.open import open_source
+from spray.errors import ConfigError, InputError
+
+
+def _png(path, size=(12, 10), mode="RGB", value=128):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value if mode == "L" else (value, 0, 255 - value)).save(path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "images"
+    for cls, n in (("cat", 3), ("dog", 2)):
+        for i in range(n):
+            _png(root / cls / f"{i}.png", value=40 * i)
+    _png(root / "dog" / "sub" / "deep.jpg")
+    (root / "dog" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_image_folder_ids_labels_and_class_order(folder):
+    src = ImageFolder(folder)
+    assert src.classes == ["cat", "dog"]
+    assert src.ids == ["cat/0.png", "cat/1.png", "cat/2.png", "dog/0.png", "dog/1.png", "dog/sub/deep.jpg"]
+    assert src.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    reversed_src = ImageFolder(folder, classes=["dog", "cat"])
+    assert reversed_src.labels[reversed_src.ids.index("cat/0.png")] == 1
+    with pytest.raises(InputError, match="class folder"):
+        ImageFolder(folder, classes=["cat", "bird"])
+
+
+def test_image_folder_batches_are_preprocessed_and_keep_ids(folder):
+    pre = Preprocess(resize=[8, 8], mean=[0.5], std=[0.25])
+    ds = SampleDataset(ImageFolder(folder), pre)
+    (batch,) = list(batches(ds, batch_size=16))
+    assert batch.x.shape == (6, 3, 8, 8) and batch.ids[0] == "cat/0.png"
+    assert batch.x.min() >= -2.0 - 1e-6 and batch.x.max() <= 2.0 + 1e-6
+    assert pre.input_range() == ([-2.0, -2.0, -2.0], [2.0, 2.0, 2.0])
+
+
+def test_preprocess_resize_shorter_side_then_centre_crop():
+    pre = Preprocess(resize=8, center_crop=6)
+    x = pre(np.zeros((10, 20, 3), np.uint8))
+    assert x.shape == (3, 6, 6)
+    with pytest.raises(InputError, match="smaller than center_crop"):
+        Preprocess(center_crop=30)(np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(ConfigError, match="mean and preprocess.std"):
+        Preprocess(mean=[0.5])
+
+
+def test_truncated_image_is_named_and_can_be_skipped(folder):
+    bad = folder / "cat" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    src = ImageFolder(folder)
+    with pytest.raises(InputError, match=r"cat/1\.png.*(truncated|readable)"):
+        list(batches(SampleDataset(src, Preprocess()), 4))
+    got = list(batches(SampleDataset(src, Preprocess(), on_error="skip"), 4))
+    skipped = [s for b in got for s in b.skipped]
+    assert [s.id for s in skipped] == ["cat/1.png"] and "on_error" in skipped[0].reason
+    assert sum(len(b) for b in got) == 5
+
+
+def test_missing_file_and_wrong_channel_count(folder):
+    src = ImageFolder(folder)
+    (folder / "cat" / "0.png").unlink()
+    with pytest.raises(InputError, match="missing"):
+        SampleDataset(src, Preprocess())[0]
+    _png(folder / "cat" / "0.png", mode="L")
+    with pytest.raises(InputError, match="1 channel.*takes 3.*convert"):
+        SampleDataset(src, Preprocess())[0]
+    assert SampleDataset(src, Preprocess(convert=True))[0][0].shape[0] == 3
+
+
+def test_npz_uint8_and_float_layouts_and_label_errors(tmp_path):
+    images = np.random.default_rng(0).integers(0, 255, (5, 6, 6, 3), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", images=images, labels=[0, 1, 2, 1, 0], ids=["a", "b", "c", "d", "e"])
+    src = NpzSource(tmp_path / "a.npz")
+    assert src.ids[2] == "c" and src.classes == ["0", "1", "2"]
+    x = Preprocess()(src.load(1))
+    assert torch.allclose(x, torch.from_numpy(images[1]).permute(2, 0, 1).float() / 255)
+    np.savez(tmp_path / "f.npz", images=np.zeros((2, 3, 4, 4), np.float32), labels=[0, 1])
+    assert Preprocess()(NpzSource(tmp_path / "f.npz").load(0)).shape == (3, 4, 4)
+    np.savez(tmp_path / "bad.npz", images=images, labels=[0, 1, 2, 1, 7])
+    with pytest.raises(InputError, match="sample '4' has label 7"):
+        NpzSource(tmp_path / "bad.npz", classes=["a", "b", "c"])
+    np.savez(tmp_path / "nokey.npz", pictures=images)
+    with pytest.raises(InputError, match="'images' missing"):
+        NpzSource(tmp_path / "nokey.npz")
+    with pytest.raises(InputError, match="not found"):
+        NpzSource(tmp_path / "absent.npz")
+    np.savez(tmp_path / "dup.npz", images=images, labels=[0] * 5, ids=["a", "a", "b", "c", "d"])
+    with pytest.raises(InputError, match="'a' occurs more than once"):
+        NpzSource(tmp_path / "dup.npz")
+
+
+def test_hdf5_source_reads_lazily_with_named_datasets(tmp_path):
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as fh:
+        fh["x"] = np.arange(4 * 5 * 5 * 3, dtype=np.uint8).reshape(4, 5, 5, 3)
+        fh["y"] = np.array([1, 0, 1, 0])
+        fh["names"] = np.array([b"p", b"q", b"r", b"s"])
+    src = HDF5Source(path, images="x", labels="y", ids="names")
+    assert src.ids == ["p", "q", "r", "s"] and src._file is None
+    assert (src.load(2) == np.arange(4 * 75, dtype=np.uint8).reshape(4, 5, 5, 3)[2]).all()
+    with pytest.raises(InputError, match="'images' not found.*data.images"):
+        HDF5Source(path)
+    src2 = open_source({"type": "hdf5", "path": str(path), "images": "x", "labels": "y"})
+    assert len(list(batches(SampleDataset(src2, Preprocess()), 2, num_workers=2))) == 2
+
+
+def test_factory_from_file_and_module(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mydata.py").write_text(
+        "import torch\n"
+        "class D(torch.utils.data.Dataset):\n"
+        "    classes = ['a', 'b']\n"
+        "    targets = [0, 1, 1]\n"
+        "    def __len__(self): return 3\n"
+        "    def __getitem__(self, i): return torch.full((3, 4, 4), i / 3), self.targets[i], f'id{i}'\n"
+        "def make_dataset(n=3): return D()\n")
+    src = FactorySource("mydata.py:make_dataset", {"n": 3})
+    assert src.labels.tolist() == [0, 1, 1] and src.classes == ["a", "b"]
+    assert Preprocess()(src.load(2)).shape == (3, 4, 4)
+    with pytest.raises(ConfigError, match="has no attribute 'nothing'"):
+        FactorySource("mydata.py:nothing")
+    with pytest.raises(ConfigError, match="not found"):
+        FactorySource("other.py:make_dataset")
+    with pytest.raises(ConfigError, match="cannot be imported"):
+        FactorySource("no_such_module_xyz:make")
+
+
+def test_select_by_class_and_ids(folder):
+    src = ImageFolder(folder)
+    assert select(src, classes=["dog"]).tolist() == [3, 4, 5]
+    assert select(src, classes=[0], ids=["cat/2.png", "dog/0.png"]).tolist() == [2]
+    with pytest.raises(ConfigError, match="not in the data set"):
+        select(src, ids=["cat/9.png"])
+    with pytest.raises(ConfigError, match="'bird' not in"):
+        select(src, classes=["bird"])

@@ -1,0 +1,48 @@
+"""Model inputs: factory + state_dict, pickled modules, weight mismatches, shape check."""
+import pytest
+import torch
+
+from spray.errors import ConfigError, InputError
+from spray.models import check_model, load_model, model_fingerprint, small_resnet
+
+
+def test_factory_with_weights_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = small_resnet(4)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    loaded = load_model("spray.models.zoo:small_resnet", {"num_classes": 4}, tmp_path / "w.pt")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded(x), model.eval()(x)) and not loaded.training
+    assert model_fingerprint(loaded) == model_fingerprint(model)
+
+
+def test_weights_that_do_not_fit_are_explained(tmp_path):
+    torch.save(small_resnet(4).state_dict(), tmp_path / "w.pt")
+    with pytest.raises(InputError, match=r"shape mismatch.*fc.weight.*num_classes"):
+        load_model("spray.models.zoo:small_resnet", {"num_classes": 10}, tmp_path / "w.pt")
+    torch.save({"other.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="missing key.*unexpected key"):
+        load_model("spray.models.zoo:small_resnet", {"num_classes": 4}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="not found"):
+        load_model("spray.models.zoo:small_resnet", {}, tmp_path / "absent.pt")
+    with pytest.raises(ConfigError, match="rejected its arguments"):
+        load_model("spray.models.zoo:small_resnet", {"colours": 3})
+    with pytest.raises(ConfigError, match="either 'factory'"):
+        load_model()
+
+
+def test_pickled_module_and_not_a_module(tmp_path):
+    torch.save(small_resnet(3), tmp_path / "m.pt")
+    assert isinstance(load_model(pickled=tmp_path / "m.pt"), torch.nn.Module)
+    torch.save(small_resnet(3).state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(InputError, match="not a torch.nn.Module"):
+        load_model(pickled=tmp_path / "sd.pt")
+
+
+def test_check_model_against_one_sample():
+    model = small_resnet(5).eval()
+    check_model(model, torch.zeros(3, 32, 32), 5)
+    with pytest.raises(InputError, match=r"\(1, 5\).*expected \(1, 7\)"):
+        check_model(model, torch.zeros(3, 32, 32), 7)
+    with pytest.raises(InputError, match="fails on one sample.*preprocess"):
+        check_model(model, torch.zeros(1, 32, 32), 5)
