@@ -22,7 +22,7 @@ def cluster(embedding: np.ndarray, k: int, method: str = "kmeans", random_state:
         return AgglomerativeClustering(k).fit_predict(x)
     if method == "hdbscan":
         from sklearn.cluster import HDBSCAN
-        return HDBSCAN(min_cluster_size=max(5, len(x) // 50)).fit_predict(x)
+        return HDBSCAN(min_cluster_size=max(10, len(x) // 20), copy=True).fit_predict(x)
     if method == "dbscan":
         from sklearn.cluster import DBSCAN
         from sklearn.neighbors import NearestNeighbors

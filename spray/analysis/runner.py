@@ -85,9 +85,10 @@ def analyze_class(store: HeatmapStore, label: int, params: AnalysisParams):
     relevance = store.relevance(rows)
     sp = params.estimator().fit(relevance)
     k = sp.k_
+    n_clusters = int(sp.labels_.max()) + 1  # k for k-means/agglomerative; found by density for (H)DBSCAN
     susp = score_clusters(sp.pooled_, sp.labels_, sp.graph_, sp.pool_factor_, params.threshold)
-    protos = prototypes(relevance, sp.labels_, k)
-    meds = medoids(sp.embedding_, sp.labels_, k, params.n_examples)
+    protos = prototypes(relevance, sp.labels_, n_clusters)
+    meds = medoids(sp.embedding_, sp.labels_, n_clusters, params.n_examples)
     masks = {s.cluster: region_mask(s, sp.pooled_, sp.pool_factor_) for s in susp if s.flagged}
     ids = np.asarray(store.ids, dtype=object)
     record = {

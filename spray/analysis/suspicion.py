@@ -32,6 +32,7 @@ THRESHOLD = 0.2
 MIN_SHARE = 0.02
 MIN_SIZE = 5
 OBJECT_MASS = 0.7
+PASTE_MASS = 0.6
 BLOB_LEVEL = 0.3
 
 
@@ -161,7 +162,10 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
 
 def region_mask(result: Suspicion, pooled: np.ndarray, factor: Tuple[int, int]) -> np.ndarray:
     """Heatmap-pixel mask of what a flip test should paste: the hot-spot box (local), or everything off
-    the class's object region (non-local)."""
+    the class's object region (non-local). For the paste the object region is drawn tighter
+    (``PASTE_MASS`` = 60% of the typical relevance, not 70%) so that the pasted background reaches up
+    to the other image's object: on the background bed, 70% left a ring of the original background
+    and measured 77% flips against the bed's 98%; 60% measured 96%."""
     fh, fw = factor
     h, w = pooled.shape[1] * fh, pooled.shape[2] * fw
     mask = np.zeros((h, w), bool)
@@ -169,6 +173,6 @@ def region_mask(result: Suspicion, pooled: np.ndarray, factor: Tuple[int, int]) 
         top, left, bottom, right = result.box
         mask[top:bottom, left:right] = True
     else:
-        region = object_region(typical_map(pooled))
+        region = object_region(typical_map(pooled), PASTE_MASS)
         mask = ~np.kron(region, np.ones((fh, fw), bool)).astype(bool)
     return mask

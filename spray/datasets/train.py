@@ -80,8 +80,16 @@ class PreparedBed:
     info: dict
 
     @property
-    def bed_params(self) -> dict:
-        return self.info["params"]
+    def artifact_class(self) -> int:
+        return int(self.info["params"]["artifact_class"])
+
+    @property
+    def harmless_class(self) -> int:
+        return int(self.info["params"]["harmless_class"])
+
+    @property
+    def control_class(self) -> int:
+        return int(self.info["params"]["control_class"])
 
 
 def default_cache() -> Path:
