@@ -26,6 +26,9 @@ test: env
 
 bench: env
 	$(BIN)/python benchmarks/bench_lrp.py
+	$(BIN)/python benchmarks/bench_explain.py
+	$(BIN)/python benchmarks/bench_spray.py
+	$(BIN)/python benchmarks/bench_loader.py
 
 clean:
 	rm -rf $(VENV) reports/*/ .pytest_cache
