@@ -111,6 +111,7 @@ def run(arch, method, args):
 def precision_check(args):
     """Reduced precision (bf16/fp16) against float32 on the same batch: relative L2 error."""
     import torch
+
     from spray.lrp import explain
     model, size = build("resnet50")
     model = model.to(args.device).eval()

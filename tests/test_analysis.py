@@ -3,7 +3,6 @@ scipy's Laplacian), eigengap, planted clusters, and the ViRelAy file layout."""
 import h5py
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from scipy.sparse.csgraph import laplacian
 from sklearn.metrics import adjusted_rand_score
 

@@ -5,8 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from spray.data import (FactorySource, HDF5Source, ImageFolder, NpzSource, Preprocess, SampleDataset, batches,
-                        select)
+from spray.data import FactorySource, HDF5Source, ImageFolder, NpzSource, Preprocess, SampleDataset, batches, select
 from spray.data.open import open_source
 from spray.errors import ConfigError, InputError
 

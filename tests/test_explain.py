@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from spray.data import NpzSource, Preprocess, SampleDataset, batches
@@ -149,6 +148,7 @@ def test_corrupt_shard_is_recomputed_and_concurrent_run_refused(bed, reference, 
 
 def test_bad_sample_stops_with_its_name_or_is_skipped_and_listed(bed, tmp_path):
     from PIL import Image
+
     from spray.errors import InputError
     data = np.load(bed.data)
     root = tmp_path / "images"

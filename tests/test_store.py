@@ -5,8 +5,18 @@ import numpy as np
 import pytest
 
 from spray.errors import ConfigError
-from spray.store import (CorruptShard, HeatmapStore, ShardData, ShardSpec, StoreIncomplete, StoreLock, StoreLocked,
-                         StoreWriter, verify_shard, write_shard)
+from spray.store import (
+    CorruptShard,
+    HeatmapStore,
+    ShardData,
+    ShardSpec,
+    StoreIncomplete,
+    StoreLock,
+    StoreLocked,
+    StoreWriter,
+    verify_shard,
+    write_shard,
+)
 
 
 def _data(n, label, seed=0):

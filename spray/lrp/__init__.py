@@ -3,8 +3,7 @@ from .attribution import gradient, gradient_x_input, integrated_gradients, smoot
 from .canonizers import Sum, register_residual
 from .composites import PRESETS, Composite, get_composite
 from .engine import LRP, ConservationReport, Explanation, explain
-from .rules import (AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, WSquare, ZBox, ZPlus, make_rule,
-                    stabilize)
+from .rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, WSquare, ZBox, ZPlus, make_rule, stabilize
 
 __all__ = [
     "LRP", "explain", "Explanation", "ConservationReport", "Composite", "get_composite", "PRESETS",

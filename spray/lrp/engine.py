@@ -20,8 +20,16 @@ from torch import Tensor, nn
 
 from ..errors import InputError, UnsupportedModelError
 from .canonizers import Canonization, Sum
-from .composites import (ACTIVATION_TYPES, AVGPOOL_TYPES, BATCHNORM_TYPES, CONV_TYPES, DENSE_TYPES,
-                         LINEAR_TYPES, Composite, get_composite)
+from .composites import (
+    ACTIVATION_TYPES,
+    AVGPOOL_TYPES,
+    BATCHNORM_TYPES,
+    CONV_TYPES,
+    DENSE_TYPES,
+    LINEAR_TYPES,
+    Composite,
+    get_composite,
+)
 from .graph import Graph, probe
 from .ops import AffineOp, ConvOp, DenseOp, LinearOp, PoolOp
 from .rules import Epsilon, Pass, Rule, divide

@@ -24,13 +24,8 @@ def load_model(factory: Optional[str] = None, kwargs: Optional[Dict[str, Any]] =
         raise ConfigError("model: give either 'factory' (with optional 'weights') or 'pickled', not both/neither")
     if pickled is not None:
         path = Path(pickled)
-        if not path.is_file():
-            raise InputError(f"model file {path} not found")
-        try:
-            model = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:
-            raise InputError(f"{path}: cannot unpickle a model ({type(err).__name__}: {err}); the classes it "
-                             f"was saved with must be importable") from None
+        model = _load_file(path, "model", False, "cannot unpickle a model ({err}); the classes it was saved "
+                                                  "with must be importable")
         if not isinstance(model, nn.Module):
             raise InputError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module; a state_dict "
                              f"needs model.factory and model.weights")
@@ -47,16 +42,20 @@ def load_model(factory: Optional[str] = None, kwargs: Optional[Dict[str, Any]] =
     return model.eval()
 
 
+def _load_file(path: Path, kind: str, weights_only: bool, problem: str):
+    if not path.is_file():
+        raise InputError(f"{kind} file {path} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:
+        raise InputError(f"{path}: " + problem.format(err=f"{type(err).__name__}: {err}")) from None
+
+
 def load_weights(model: nn.Module, weights, strict: bool = True) -> None:
     """Load a state_dict file (``weights_only=True``) and say precisely what does not fit."""
     path = Path(weights)
-    if not path.is_file():
-        raise InputError(f"weights file {path} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise InputError(f"{path}: not a loadable state_dict ({type(err).__name__}: {err}). A whole pickled "
-                         f"module goes in model.pickled instead") from None
+    state = _load_file(path, "weights", True, "not a loadable state_dict ({err}). A whole pickled module goes "
+                                              "in model.pickled instead")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

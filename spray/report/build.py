@@ -81,7 +81,6 @@ def write_report(store_path, analysis_dir, out, verification: Optional[Dict[str,
             folder = out / f"class-{label:08d}"
             folder.mkdir(exist_ok=True)
             g = ah5[f"{label:08d}"]
-            rows = g["index"][()].astype(np.int64)
             k = rec["k"]
             labels = g[f"cluster/{clusterer}-{k:02d}"][()]
             flagged = [c["cluster"] for c in rec["clusters"] if c["flagged"]]

@@ -1,0 +1,149 @@
+"""Explain-stage benchmark: end to end (read, LRP, write, verify) against the LRP engine alone on
+the same batches, 1 vs 2 dask workers, store bytes per sample, and peak memory of the client and of
+a worker at two data-set sizes (it must not grow with the data set).
+
+    python benchmarks/bench_explain.py                       # 4000 samples for rates, 10k vs 50k for memory
+    python benchmarks/bench_explain.py --device cuda --workers 1
+
+Data: a synthetic .npz of 3x32x32 uint8 images, 10 classes; model: spray's small residual CNN
+(width 0.25, random weights); composite epsilon_gamma_box; float16 store. Each stage run is a
+fresh subprocess, so its client peak RSS is its own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+COMPOSITE = "epsilon_gamma_box"
+
+
+def make_data(folder: Path, n: int) -> Path:
+    import numpy as np
+    path = folder / f"data-{n}.npz"
+    if not path.exists():
+        rng = np.random.default_rng(0)
+        np.savez(path, images=rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), labels=np.arange(n) % 10)
+    return path
+
+
+def make_model(folder: Path) -> Path:
+    import torch
+
+    from spray.models import small_resnet
+    path = folder / "model.pt"
+    torch.manual_seed(0)
+    torch.save(small_resnet(10).state_dict(), path)
+    return path
+
+
+def spec(data: Path, weights: Path, device: str, batch: int):
+    from spray.explain import ExplainSpec
+    return ExplainSpec(data={"type": "npz", "path": str(data)},
+                       model={"factory": "spray.models.zoo:small_resnet", "kwargs": {"num_classes": 10},
+                              "weights": str(weights)},
+                       preprocess={"mean": [0.5] * 3, "std": [0.5] * 3}, composite=COMPOSITE, batch_size=batch,
+                       device=device)
+
+
+def engine_alone(data: Path, weights: Path, n: int, device: str, batch: int) -> float:
+    """Samples/s of spray.lrp on preloaded batches (1 torch thread, as a worker has)."""
+    import torch
+
+    from spray.data import NpzSource, Preprocess, SampleDataset, batches
+    from spray.explain.task import resolve_composite
+    from spray.lrp import LRP
+    from spray.models import load_model
+    torch.set_num_threads(1)
+    pre = Preprocess(mean=[0.5] * 3, std=[0.5] * 3)
+    loaded = list(batches(SampleDataset(NpzSource(data), pre, range(n)), batch))
+    model = load_model("spray.models.zoo:small_resnet", {"num_classes": 10}, weights).to(device)
+    with LRP(model, resolve_composite(COMPOSITE, pre)) as lrp:
+        lrp.explain(loaded[0].x.to(device), loaded[0].labels.to(device))
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for b in loaded:
+            r = lrp.explain(b.x.to(device), b.labels.to(device)).relevance
+            r.sum(1).cpu()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return n / (time.perf_counter() - start)
+
+
+def stage(args) -> None:
+    """Child process: one explain-stage run; prints a JSON record."""
+    from distributed import Client, LocalCluster
+
+    from spray.explain import run_explain
+    from spray.store import HeatmapStore
+    s = spec(Path(args.data), Path(args.weights), args.device, args.batch)
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
+            Client(lc) as client:
+        client.run(lambda: None)  # workers up
+        start = time.perf_counter()
+        result = run_explain(s, Path(args.store), shard_size=args.shard_size, client=client, progress=False)
+        seconds = time.perf_counter() - start
+        worker_peak = max(client.run(lambda: __import__("resource").getrusage(
+            __import__("resource").RUSAGE_SELF).ru_maxrss).values()) / 1024
+    with HeatmapStore(args.store) as st:
+        info = st.describe()
+    print(json.dumps({"samples": result.samples, "seconds": seconds, "rate": result.samples / seconds,
+                      "bytes_per_sample": info["bytes_per_sample"], "worker_peak_mib": worker_peak,
+                      "client_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def run_stage(data, weights, store, workers, device, batch, shard_size) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", "--data", str(data), "--weights", str(weights),
+                          "--store", str(store), "--workers", str(workers), "--device", device,
+                          "--batch", str(batch), "--shard-size", str(shard_size)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rate-samples", type=int, default=4000)
+    p.add_argument("--sizes", type=int, nargs=2, default=[10000, 50000])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--shard-size", type=int, default=512)
+    p.add_argument("--child", action="store_true")
+    p.add_argument("--data")
+    p.add_argument("--weights")
+    p.add_argument("--store")
+    args = p.parse_args()
+    if args.child:
+        return stage(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        weights = make_model(tmp)
+        small = make_data(tmp, args.rate_samples)
+        engine = engine_alone(small, weights, args.rate_samples, args.device, args.batch)
+        one = run_stage(small, weights, tmp / "s1", 1, args.device, args.batch, args.shard_size)
+        many = run_stage(small, weights, tmp / "s2", args.workers, args.device, args.batch, args.shard_size)
+        sized = [run_stage(make_data(tmp, n), weights, tmp / f"m{n}", args.workers, args.device, args.batch,
+                           args.shard_size) for n in args.sizes]
+    print(f"explain stage, small ResNet 3x32x32, {COMPOSITE}, float16 store, device {args.device}, "
+          f"batch {args.batch}, shard {args.shard_size}")
+    print(f"{'run':38s} {'samples/s':>10s} {'ratio':>8s}")
+    print(f"{'LRP engine alone (1 thread)':38s} {engine:10.1f} {1.0:8.2f}  baseline")
+    print(f"{'stage, 1 worker (read+LRP+write)':38s} {one['rate']:10.1f} {one['rate'] / engine:8.2f}  vs engine (target >= 0.9)")
+    print(f"{f'stage, {args.workers} workers':38s} {many['rate']:10.1f} {many['rate'] / one['rate']:8.2f}  vs 1 worker (target >= 1.8)")
+    print(f"store: {one['bytes_per_sample']:.0f} bytes/sample (relevance 1x32x32 float16 = 2048 raw)")
+    print(f"{'memory':38s} {'client MiB':>10s} {'worker MiB':>10s} {'samples/s':>10s}")
+    for n, r in zip(args.sizes, sized):
+        print(f"{f'{n} samples, {args.workers} workers':38s} {r['client_peak_mib']:10.0f} {r['worker_peak_mib']:10.0f} "
+              f"{r['rate']:10.1f}")
+    print(f"client peak ratio {args.sizes[1]}/{args.sizes[0]}: {sized[1]['client_peak_mib'] / sized[0]['client_peak_mib']:.2f}, "
+          f"worker: {sized[1]['worker_peak_mib'] / sized[0]['worker_peak_mib']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
