@@ -25,6 +25,7 @@ test: env
 	$(BIN)/python -m pytest -q
 
 bench: env
+	$(BIN)/python -m pip install --quiet "corelay==1.0.0"   # the SpRAy baseline; benchmarks only
 	$(BIN)/python benchmarks/bench_lrp.py
 	$(BIN)/python benchmarks/bench_explain.py
 	$(BIN)/python benchmarks/bench_spray.py
