@@ -78,6 +78,26 @@ def test_gamma_by_hand_for_positive_and_negative_outputs(sign):
     np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
+def test_gamma_by_hand_after_a_relu_with_outputs_of_both_signs():
+    """A ReLU input and an un-fused output of both signs (a conv feeding a residual sum): the branch
+    that gets P and N from one extra forward."""
+    g, w2 = 0.25, np.array([[1.0, 2.0]])
+    model = nn.Sequential(nn.ReLU(), single_layer()[0], single_layer(w2, np.zeros(1))[0]).eval()
+    x = pos(X)
+    h = W @ x + B
+    assert h[0] < 0 < h[1]
+    out = w2[0] @ h
+    r_hidden = h * w2[0] * out / stab(out)
+    expected = np.zeros(3)
+    for k in range(2):
+        shifted = W[k] + g * (pos(W[k]) if h[k] > 0 else neg(W[k]))
+        bias = B[k] + g * (pos(B[k]) if h[k] > 0 else neg(B[k]))
+        expected += x * shifted * r_hidden[k] / stab(shifted @ x + bias)
+    got = explain(model, torch.tensor(X)[None], 0,
+                  {"by_name": {"1": {"rule": "gamma", "gamma": g}, "2": "epsilon"}})[0].numpy()
+    np.testing.assert_allclose(got, np.where(X > 0, expected, 0.0), rtol=1e-12)
+
+
 def test_flat_by_hand():
     z = W[0] @ X + B[0]
     np.testing.assert_allclose(spray_relevance(single_layer(), "flat"), np.full(3, z / stab(3.0)), rtol=1e-12)

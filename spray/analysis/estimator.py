@@ -84,9 +84,16 @@ class SpRAy:
 
 
 def embed_2d(x: np.ndarray, method: str, random_state: int = 0) -> np.ndarray:
+    """A 2-D map of ``x`` by t-SNE or UMAP. Below 5 samples neither is defined (t-SNE's perplexity
+    must stay under N, UMAP needs neighbours), so the points are projected onto their first two
+    principal axes instead: still a faithful picture of 3-4 points."""
     n = len(x)
     if n < 5:
-        return np.zeros((n, 2), np.float32)
+        centred = np.asarray(x, np.float64) - np.mean(x, axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        out = np.zeros((n, 2))
+        out[:, :min(2, len(vt))] = centred @ vt[:2].T
+        return out.astype(np.float32)
     if method == "tsne":
         from sklearn.manifold import TSNE
         return TSNE(2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=random_state).fit_transform(x).astype(np.float32)

@@ -190,6 +190,8 @@ class Gamma(Rule):
         wu, bu = op.params(f"gamma-up-{g}", lambda w: w + g * _pos(w), lambda b: b + g * _pos(b))
         wd, bd = op.params(f"gamma-down-{g}", lambda w: w + g * _neg(w), lambda b: b + g * _neg(b))
         has_neg = _has_negative(op, x)
+        if not has_neg and not op.output_nonnegative:
+            return self._both_signs_nonnegative_input(op, x, input_shape, z, relevance, wu, wd)
         xp = _pos(x) if has_neg else x
         if op.output_nonnegative:  # after a fused ReLU relevance sits on z > 0 only
             r_pos, r_neg, use_neg_out = relevance, None, False
@@ -216,6 +218,24 @@ class Gamma(Rule):
         if not has_neg:
             return g_pos
         return torch.where(x > 0, g_pos, g_neg)
+
+    def _both_signs_nonnegative_input(self, op, x, input_shape, z, relevance, wu, wd):
+        """``x >= 0`` and outputs of both signs (e.g. a conv feeding a residual sum): one extra forward.
+
+        With ``c = W+ x + b+`` and ``b = b+ + b-``: ``P = W^u x + b^u = z + gamma c`` and
+        ``N = W^d x + b^d = z + gamma (W- x + b-) = (1 + gamma) z - gamma c``, so ``P`` and ``N`` need
+        one forward between them instead of one each. Relevance at ``z = 0`` passes nowhere, as above.
+        """
+        g = self.gamma
+        c = op.forward(x, *op.params("pos", _pos, _pos))
+        positive = z > 0
+        denom = torch.where(positive, c, z - c).mul_(g).add_(z)
+        s = divide(relevance.masked_fill_(z == 0, 0), denom, self.stabilizer, own_r=True, own_d=True)
+        del c, denom
+        s_neg = s.masked_fill(positive, 0)
+        g_in = op.vjp(s_neg, wd, input_shape)
+        del s_neg
+        return g_in.add_(op.vjp(s.masked_fill_(~positive, 0), wu, input_shape))
 
 
 @dataclass(frozen=True)
