@@ -79,6 +79,23 @@ def test_missing_file_and_wrong_channel_count(folder):
     assert SampleDataset(src, Preprocess(convert=True))[0][0].shape[0] == 3
 
 
+def test_npz_images_are_memory_mapped_not_loaded(tmp_path):
+    """np.savez stores members raw: the source maps them, so no process holds the whole data set."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (40, 8, 8, 3), dtype=np.uint8)
+    float_nchw = np.asfortranarray(rng.random((6, 3, 4, 4), dtype=np.float32))
+    np.savez(tmp_path / "raw.npz", images=images, labels=np.arange(40) % 4)
+    np.savez(tmp_path / "fortran.npz", images=float_nchw, labels=np.arange(6) % 2)
+    np.savez_compressed(tmp_path / "packed.npz", images=images, labels=np.arange(40) % 4)
+    raw, fortran, packed = (NpzSource(tmp_path / f) for f in ("raw.npz", "fortran.npz", "packed.npz"))
+    assert isinstance(raw.images, np.memmap) and isinstance(fortran.images, np.memmap)
+    assert not isinstance(packed.images, np.memmap)  # compressed: read whole, the only way
+    for i in (0, 17, 39):
+        np.testing.assert_array_equal(raw.load(i), images[i])
+        np.testing.assert_array_equal(packed.load(i), images[i])
+    np.testing.assert_array_equal(fortran.load(5), float_nchw[5])
+
+
 def test_npz_uint8_and_float_layouts_and_label_errors(tmp_path):
     images = np.random.default_rng(0).integers(0, 255, (5, 6, 6, 3), dtype=np.uint8)
     np.savez(tmp_path / "a.npz", images=images, labels=[0, 1, 2, 1, 0], ids=["a", "b", "c", "d", "e"])

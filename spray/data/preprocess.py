@@ -130,7 +130,9 @@ def _to_chw(image, where: str) -> torch.Tensor:
             if arr.ndim != 3:
                 raise InputError(f"{where}: uint8 image must be HxW or HxWxC, got shape {image.shape}")
             return torch.from_numpy(np.array(arr.transpose(2, 0, 1))).float().div_(255.0)
-        image = torch.from_numpy(np.asarray(image, dtype=np.float32))
+        image = np.asarray(image, dtype=np.float32)
+        # a memory-mapped source hands out read-only views: torch needs its own, writable copy
+        image = torch.from_numpy(image if image.flags.writeable else image.copy())
     if isinstance(image, torch.Tensor):
         if image.dtype == torch.uint8:
             return _to_chw(image.numpy(), where)

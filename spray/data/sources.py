@@ -7,7 +7,10 @@ Ids are the relative path (image folder), the given ``ids`` array, or the index 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import struct
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -18,6 +21,9 @@ from .._imports import load_object
 from ..errors import ConfigError, InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+log = logging.getLogger("spray.data")
+#: a compressed .npz member above this size is worth a warning: every process decompresses it whole
+COMPRESSED_WARN_BYTES = 256 * 2**20
 
 
 class Source:
@@ -193,11 +199,38 @@ class NpzSource(ArraySource):
         if classes is None and "classes" in data.files:
             classes = [str(c) for c in data["classes"]]
         ids = data["ids"] if "ids" in data.files else None
-        super().__init__(data["images"], data["labels"], ids, classes, where=str(path))
+        super().__init__(_npz_images(path, data), data["labels"], ids, classes, where=str(path))
         self.path = path
 
     def describe(self) -> dict:
         return {"type": self.kind, "path": str(self.path), "classes": self.classes}
+
+
+def _npz_images(path: Path, data) -> np.ndarray:
+    """The ``images`` member, memory-mapped when it is stored uncompressed (``np.savez``), so that
+    neither the client nor a worker ever holds the whole data set; a compressed member
+    (``np.savez_compressed``) cannot be read at random and is loaded whole."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("images.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        if info.file_size > COMPRESSED_WARN_BYTES:
+            log.warning("%s: 'images' is compressed, so all %.0f MiB of it are read into memory in the client and "
+                        "in every worker; for large data sets save it with np.savez (uncompressed, memory-mapped) "
+                        "or use an HDF5 file", path, info.file_size / 2**20)
+        return data["images"]
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local_header = fh.read(30)  # the zip local header: its name and extra-field lengths end it
+        name_length, extra_length = struct.unpack("<HH", local_header[26:30])
+        fh.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(fh)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran_order, dtype = read_header(fh)
+        offset = fh.tell()
+    if dtype.hasobject:
+        raise InputError(f"{path}: 'images' holds Python objects; save a numeric array (uint8 NHWC or float NCHW)")
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran_order else "C")
 
 
 class HDF5Source(Source):

@@ -253,7 +253,7 @@ class Flat(Rule):
     def backward(self, op, x, input_shape, z, relevance):
         ones_w, _ = op.params("ones", torch.ones_like, None)
         denom = _shape_constant(op, ("flat-denom", tuple(input_shape[1:])), input_shape, ones_w, None, relevance)
-        return op.vjp(divide(relevance, denom, self.stabilizer), ones_w, input_shape)
+        return op.vjp(divide(relevance, denom, self.stabilizer, own_r=True), ones_w, input_shape)
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ class WSquare(Rule):
     def backward(self, op, x, input_shape, z, relevance):
         w2, b2 = op.params("square", torch.square, torch.square)
         denom = _shape_constant(op, ("wsquare-denom", tuple(input_shape[1:])), input_shape, w2, b2, relevance)
-        return op.vjp(divide(relevance, denom, self.stabilizer), w2, input_shape)
+        return op.vjp(divide(relevance, denom, self.stabilizer, own_r=True), w2, input_shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -294,13 +294,13 @@ class ZBox(Rule):
         low, high = self.bounds(x)
         wp, bp = op.params("pos", _pos, _pos)
         wn, bn = op.params("neg", _neg, _neg)
-        out = op.forward(x, op.weight, op.bias)
         # the bound terms do not depend on x: computed for one sample and cached per shape
         key = ("zbox-bounds", id(self), tuple(input_shape[1:]))
         bound_terms = _shape_constant(op, key, input_shape, None, None, relevance,
                                       lambda: op.forward(low[:1], wp, bp) + op.forward(high[:1], wn, bn))
-        denom = out - bound_terms
-        s = divide(relevance, denom, self.stabilizer)
+        denom = op.forward(x, op.weight, op.bias).sub_(bound_terms)
+        s = divide(relevance, denom, self.stabilizer, own_r=True, own_d=True)
+        del denom
         return x * op.vjp(s, op.weight, input_shape) - (
             low * op.vjp(s, wp, input_shape) + high * op.vjp(s, wn, input_shape)
         )
