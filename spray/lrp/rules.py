@@ -123,7 +123,7 @@ class ZPlus(Rule):
         has_neg = _has_negative(op, x)
         denom = op.forward(x if not has_neg else _pos(x), wp, bp)
         if has_neg:
-            wn, _ = op.params("neg-nobias", _neg, None)
+            wn, _ = op.params("neg", _neg, _neg)
             denom = denom + op.forward(_neg(x), wn, None)
         s = divide(relevance, denom, self.stabilizer, own_r=True, own_d=True)
         del denom
@@ -163,8 +163,8 @@ class AlphaBeta(Rule):
         n = op.forward(xp, wn, bn)
         if has_neg:
             xn = _neg(x)
-            p = p + op.forward(xn, op.params("neg-nobias", _neg, None)[0], None)
-            n = n + op.forward(xn, op.params("pos-nobias", _pos, None)[0], None)
+            p = p + op.forward(xn, wn, None)
+            n = n + op.forward(xn, wp, None)
         sp = divide(relevance, p, self.stabilizer, own_d=True)
         sn = divide(relevance, n, self.stabilizer, own_r=True, own_d=True)
         del p, n
@@ -196,35 +196,31 @@ class Gamma(Rule):
     def backward(self, op, x, input_shape, z, relevance):
         g = self.gamma
         wu, bu = op.params(f"gamma-up-{g}", lambda w: w + g * _pos(w), lambda b: b + g * _pos(b))
-        wd, bd = op.params(f"gamma-down-{g}", lambda w: w + g * _neg(w), lambda b: b + g * _neg(b))
         has_neg = _has_negative(op, x)
-        if not has_neg and not op.output_nonnegative:
+        if not has_neg and op.output_nonnegative:  # x >= 0 and a fused ReLU: only P, only W^u
+            sp = divide(relevance, op.forward(x, wu, bu), self.stabilizer, own_r=True, own_d=True)
+            return op.vjp(sp, wu, input_shape)
+        # W^d is built (and cached) only for layers that need it: it doubles the weight copies
+        wd, bd = op.params(f"gamma-down-{g}", lambda w: w + g * _neg(w), lambda b: b + g * _neg(b))
+        if not has_neg:
             return self._both_signs_nonnegative_input(op, x, input_shape, z, relevance, wu, wd)
-        xp = _pos(x) if has_neg else x
+        xp, xn = _pos(x), _neg(x)
         if op.output_nonnegative:  # after a fused ReLU relevance sits on z > 0 only
             r_pos, r_neg, use_neg_out = relevance, None, False
         else:
             r_pos = (z > 0).to(relevance) * relevance
             r_neg = (z < 0).to(relevance) * relevance
             use_neg_out = bool(r_neg.any())
-        p = op.forward(xp, wu, bu)
-        if has_neg:
-            xn = _neg(x)
-            p = p + op.forward(xn, op.params(f"gamma-down-nobias-{g}", lambda w: w + g * _neg(w), None)[0], None)
+        p = op.forward(xp, wu, bu).add_(op.forward(xn, wd, None))
         sp = divide(r_pos, p, self.stabilizer, own_r=True, own_d=True)
         del p
         g_pos = op.vjp(sp, wu, input_shape)
-        g_neg = op.vjp(sp, wd, input_shape) if has_neg else None
+        g_neg = op.vjp(sp, wd, input_shape)
         if use_neg_out:
-            n = op.forward(xp, wd, bd)
-            if has_neg:
-                n = n + op.forward(xn, op.params(f"gamma-up-nobias-{g}", lambda w: w + g * _pos(w), None)[0], None)
+            n = op.forward(xp, wd, bd).add_(op.forward(xn, wu, None))
             sn = divide(r_neg, n, self.stabilizer, own_r=True, own_d=True)
             g_pos = g_pos + op.vjp(sn, wd, input_shape)
-            if has_neg:
-                g_neg = g_neg + op.vjp(sn, wu, input_shape)
-        if not has_neg:
-            return g_pos
+            g_neg = g_neg + op.vjp(sn, wu, input_shape)
         return torch.where(x > 0, g_pos, g_neg)
 
     def _both_signs_nonnegative_input(self, op, x, input_shape, z, relevance, wu, wd):
