@@ -125,7 +125,8 @@ class ZPlus(Rule):
         if has_neg:
             wn, _ = op.params("neg", _neg, _neg)
             denom = denom + op.forward(_neg(x), wn, None)
-        s = divide(relevance, denom, self.stabilizer, own_r=True, own_d=True)
+        # every term is >= 0 (W+ x+, b+, W- x-): stab(d) = d + stabilizer, in place
+        s = divide(relevance, denom, self.stabilizer, nonnegative=True, own_r=True, own_d=True)
         del denom
         g_pos = op.vjp(s, wp, input_shape)
         if not has_neg:
@@ -165,7 +166,7 @@ class AlphaBeta(Rule):
             xn = _neg(x)
             p = p + op.forward(xn, wn, None)
             n = n + op.forward(xn, wp, None)
-        sp = divide(relevance, p, self.stabilizer, own_d=True)
+        sp = divide(relevance, p, self.stabilizer, nonnegative=True, own_d=True)  # p >= 0 term by term
         sn = divide(relevance, n, self.stabilizer, own_r=True, own_d=True)
         del p, n
         g_pos = self.alpha * op.vjp(sp, wp, input_shape)
