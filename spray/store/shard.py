@@ -105,6 +105,38 @@ def read_shard(path: Path) -> ShardData:
     return ShardData(ids=ids, skipped=skipped, **arrays)
 
 
+@dataclass
+class ShardFields:
+    """A shard without its heatmaps: the relevance dataset's shape and dtype, and every small
+    per-sample field. What the index needs, at a fraction of the memory."""
+
+    relevance_shape: tuple
+    relevance_dtype: np.dtype
+    ids: List[str]
+    index: np.ndarray
+    label: np.ndarray
+    prediction: np.ndarray
+    target: np.ndarray
+    logits: np.ndarray
+    skipped: List[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_shard_fields(path: Path) -> ShardFields:
+    """A shard's small fields and its relevance dataset's shape/dtype, without reading the heatmaps."""
+    try:
+        with h5py.File(path, "r") as fh:
+            arrays = {name: fh[name][()] for name in FIELDS[1:]}
+            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in fh["ids"][()]]
+            skipped = json.loads(fh.attrs.get("skipped", "[]"))
+            shape, dtype = fh["relevance"].shape, fh["relevance"].dtype
+    except (OSError, KeyError, ValueError) as err:
+        raise CorruptShard(f"shard {path} is unreadable or incomplete ({err})") from None
+    return ShardFields(relevance_shape=shape, relevance_dtype=dtype, ids=ids, skipped=skipped, **arrays)
+
+
 def verify_shard(path: Path, expect_count: Optional[int] = None, expect_checksum: Optional[str] = None) -> dict:
     """Reopen ``path``, recompute its checksum and compare with its attributes (and expectations)."""
     data = read_shard(path)

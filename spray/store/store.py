@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError, SprayError
 from .lock import StoreLock
-from .shard import FIELDS, CorruptShard, read_shard, verify_shard
+from .shard import FIELDS, CorruptShard, read_shard_fields, verify_shard
 
 FORMAT = 1
 log = logging.getLogger("spray.store")
@@ -170,41 +170,51 @@ class StoreWriter:
             os.fsync(fh.fileno())
 
     def finalize(self) -> Path:
-        """Write the index file over all shards (all must be done)."""
+        """Write the index file over all shards (all must be done).
+
+        Streams shard by shard: the heatmaps are referenced (a virtual dataset), never read, and the
+        small per-sample fields are copied into pre-sized datasets, so the client's memory is one
+        shard's fields whatever the size of the run."""
         missing = [s.shard for s in self.shards if s.shard not in self.done]
         if missing:
             raise StoreIncomplete(f"cannot index {self.folder}: shards {missing[:10]} are not written")
-        parts = [read_shard(self.path_of(s)) for s in self.shards]
-        counts = [len(p) for p in parts]
+        counts = []
+        for spec in self.shards:
+            with h5py.File(self.path_of(spec), "r") as fh:
+                counts.append(int(fh["relevance"].shape[0]))
         n = sum(counts)
-        template = next((p.relevance for p in parts if len(p)), None)
-        if template is None:
+        first = next((spec for spec, count in zip(self.shards, counts) if count), None)
+        if first is None:
             raise StoreIncomplete(f"{self.folder}: every sample was skipped; nothing to index (see skipped.csv)")
-        shape = (n,) + template.shape[1:]
-        layout = h5py.VirtualLayout(shape, template.dtype)
-        offset = 0
-        for spec, part in zip(self.shards, parts):
-            if len(part):
-                layout[offset:offset + len(part)] = h5py.VirtualSource(spec.filename, "relevance",
-                                                                        shape=part.relevance.shape)
-            offset += len(part)
+        head = read_shard_fields(self.path_of(first))
+        layout = h5py.VirtualLayout((n,) + tuple(head.relevance_shape[1:]), head.relevance_dtype)
         tmp = self.folder / "heatmaps.h5.tmp"
-        with h5py.File(tmp, "w") as fh:
+        skipped_tmp = self.folder / "skipped.csv.tmp"
+        with h5py.File(tmp, "w") as fh, open(skipped_tmp, "w", newline="") as skipped_fh:
+            writer = csv.writer(skipped_fh)
+            writer.writerow(["id", "index", "reason"])
+            fields = {name: fh.create_dataset(name, (n,) + getattr(head, name).shape[1:], getattr(head, name).dtype)
+                      for name in FIELDS[1:]}
+            ids = fh.create_dataset("ids", (n,), dtype=h5py.string_dtype())
+            shard_column = fh.create_dataset("shard", (n,), dtype=np.int64)
+            offset = 0
+            for spec, count in zip(self.shards, counts):
+                part = read_shard_fields(self.path_of(spec))
+                for s in part.skipped:
+                    writer.writerow([s["id"], s["index"], s["reason"]])
+                if count:
+                    rows = slice(offset, offset + count)
+                    layout[rows] = h5py.VirtualSource(spec.filename, "relevance", shape=part.relevance_shape)
+                    for name, dataset in fields.items():
+                        dataset[rows] = getattr(part, name)
+                    ids[rows] = np.array(part.ids, dtype=object)
+                    shard_column[rows] = spec.shard
+                offset += count
             fh.create_virtual_dataset("relevance", layout, fillvalue=np.nan)
-            for name in FIELDS[1:]:
-                fh.create_dataset(name, data=np.concatenate([getattr(p, name) for p in parts]))
-            fh.create_dataset("ids", data=np.array([i for p in parts for i in p.ids], dtype=object),
-                              dtype=h5py.string_dtype())
-            fh.create_dataset("shard", data=np.repeat([s.shard for s in self.shards], counts).astype(np.int64))
             fh.attrs["provenance"] = json.dumps(self.provenance, sort_keys=True, default=str)
             fh.attrs["format"] = FORMAT
         os.replace(tmp, self.folder / "heatmaps.h5")
-        with open(self.folder / "skipped.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["id", "index", "reason"])
-            for part in parts:
-                for s in part.skipped:
-                    writer.writerow([s["id"], s["index"], s["reason"]])
+        os.replace(skipped_tmp, self.folder / "skipped.csv")
         return self.folder / "heatmaps.h5"
 
     def close(self) -> None:
