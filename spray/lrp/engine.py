@@ -32,7 +32,7 @@ from .composites import (
 )
 from .graph import Graph, probe
 from .ops import AffineOp, ConvOp, DenseOp, LinearOp, PoolOp
-from .rules import Epsilon, Pass, Rule, divide
+from .rules import Epsilon, Pass, Relevance, Rule, divide
 
 MAXPOOL_TYPES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                  nn.AdaptiveMaxPool3d)
@@ -122,8 +122,8 @@ class _LayerFunction(torch.autograd.Function):
     def backward(ctx, grad):
         node = ctx.node
         x, out, z = ctx.saved_tensors
-        relevance = out * grad
-        out_total = _per_sample(relevance) if node.records is not None else None
+        relevance = Relevance(out, grad)
+        out_total = _per_sample(relevance.tensor()) if node.records is not None else None
         z = out if z is None else z
         g_in = node.rule.backward(node.op, x, ctx.input_shape, z, relevance)
         if node.records is not None:

@@ -5,7 +5,8 @@ max(x, 0)``, ``x- = min(x, 0)``, likewise ``W+``, ``W-``, ``b+``, ``b-``; ``stab
 with ``sign(+0) = +1`` (zennit's stabiliser; see ``_signed`` for ``-0.0``). Every sum below runs over the layer's outputs ``k``.
 
 How a rule is applied (``backward``): spray's engine propagates a *modified gradient* ``g`` with
-``R_a = a * g`` at every tensor ``a``. A rule receives the relevance ``R`` of its output and returns
+``R_a = a * g`` at every tensor ``a``. A rule receives the relevance ``R`` of its output (a
+:class:`Relevance`, which forms ``a * g`` only when needed) and returns
 ``g_in`` such that its input relevance is ``x * g_in``. All input-multiplied rules (epsilon, z+,
 alpha-beta, gamma) can do that exactly: their input relevance is ``x+ * G+ + x- * G-``, so
 ``g_in = where(x > 0, G+, G-)``. The rules meant for the input layer (flat, w-square, zB) give
@@ -55,6 +56,41 @@ def divide(r: Tensor, d: Tensor, epsilon: float, nonnegative: bool = False, *, o
     return r.div_(d) if own_r else r / d
 
 
+class Relevance:
+    """The relevance ``R = a * g`` of a layer's output ``a``, formed only when a rule needs it whole.
+
+    Most rules divide ``R`` once by a denominator of their own: :meth:`over` writes
+    ``a / stab(d) * g`` into that denominator's buffer, so no separate full-size ``R`` is allocated:
+    one temporary fewer per layer, which is what keeps peak memory near the gradient pass's."""
+
+    def __init__(self, out: Tensor, grad: Tensor):
+        self.out, self.grad = out, grad
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.out.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.out.device
+
+    def tensor(self) -> Tensor:
+        """``R`` as a new tensor the caller owns."""
+        return self.out * self.grad
+
+    def over(self, d: Tensor, epsilon: float, nonnegative: bool = False, own_d: bool = False) -> Tensor:
+        """``R / stab(d)`` exactly as :func:`divide`; computed in ``d`` itself when ``own_d``."""
+        if not epsilon:
+            zero = d == 0
+            s = torch.div(self.out, d, out=d) if own_d else self.out / d
+            return s.mul_(self.grad).masked_fill_(zero, 0)
+        if nonnegative:
+            d = d.add_(epsilon) if own_d else d + epsilon
+        else:
+            d = d.add_(_signed(d, epsilon)) if own_d else stabilize(d, epsilon)
+        return torch.div(self.out, d, out=d).mul_(self.grad)
+
+
 def _pos(t: Tensor) -> Tensor:
     return t.clamp(min=0)
 
@@ -77,8 +113,8 @@ class Rule:
     terminal: bool = False
 
     def backward(self, op: LinearOp, x: Optional[Tensor], input_shape: torch.Size, z: Tensor,
-                 relevance: Tensor) -> Tensor:
-        """Return ``g_in`` (or the input relevance for a terminal rule)."""
+                 relevance: "Relevance") -> Tensor:
+        """Return ``g_in`` (or the input relevance for a terminal rule) from the output's relevance."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -97,7 +133,7 @@ class Epsilon(Rule):
     needs_input = False
 
     def backward(self, op, x, input_shape, z, relevance):
-        return op.vjp(divide(relevance, z, self.epsilon, op.output_nonnegative, own_r=True), op.weight, input_shape)
+        return op.vjp(relevance.over(z, self.epsilon, op.output_nonnegative), op.weight, input_shape)
 
 
 @dataclass(frozen=True)
@@ -126,7 +162,7 @@ class ZPlus(Rule):
             wn, _ = op.params("neg", _neg, _neg)
             denom = denom + op.forward(_neg(x), wn, None)
         # every term is >= 0 (W+ x+, b+, W- x-): stab(d) = d + stabilizer, in place
-        s = divide(relevance, denom, self.stabilizer, nonnegative=True, own_r=True, own_d=True)
+        s = relevance.over(denom, self.stabilizer, nonnegative=True, own_d=True)
         del denom
         g_pos = op.vjp(s, wp, input_shape)
         if not has_neg:
@@ -166,8 +202,8 @@ class AlphaBeta(Rule):
             xn = _neg(x)
             p = p + op.forward(xn, wn, None)
             n = n + op.forward(xn, wp, None)
-        sp = divide(relevance, p, self.stabilizer, nonnegative=True, own_d=True)  # p >= 0 term by term
-        sn = divide(relevance, n, self.stabilizer, own_r=True, own_d=True)
+        sp = relevance.over(p, self.stabilizer, nonnegative=True, own_d=True)  # p >= 0 term by term
+        sn = relevance.over(n, self.stabilizer, own_d=True)
         del p, n
         g_pos = self.alpha * op.vjp(sp, wp, input_shape)
         if self.beta:
@@ -199,13 +235,14 @@ class Gamma(Rule):
         wu, bu = op.params(f"gamma-up-{g}", lambda w: w + g * _pos(w), lambda b: b + g * _pos(b))
         has_neg = _has_negative(op, x)
         if not has_neg and op.output_nonnegative:  # x >= 0 and a fused ReLU: only P, only W^u
-            sp = divide(relevance, op.forward(x, wu, bu), self.stabilizer, own_r=True, own_d=True)
+            sp = relevance.over(op.forward(x, wu, bu), self.stabilizer, own_d=True)
             return op.vjp(sp, wu, input_shape)
         # W^d is built (and cached) only for layers that need it: it doubles the weight copies
         wd, bd = op.params(f"gamma-down-{g}", lambda w: w + g * _neg(w), lambda b: b + g * _neg(b))
         if not has_neg:
             return self._both_signs_nonnegative_input(op, x, input_shape, z, relevance, wu, wd)
         xp, xn = _pos(x), _neg(x)
+        relevance = relevance.tensor()
         if op.output_nonnegative:  # after a fused ReLU relevance sits on z > 0 only
             r_pos, r_neg, use_neg_out = relevance, None, False
         else:
@@ -235,7 +272,7 @@ class Gamma(Rule):
         c = op.forward(x, *op.params("pos", _pos, _pos))
         positive = z > 0
         denom = torch.where(positive, c, z - c).mul_(g).add_(z)
-        s = divide(relevance.masked_fill_(z == 0, 0), denom, self.stabilizer, own_r=True, own_d=True)
+        s = relevance.over(denom, self.stabilizer, own_d=True).masked_fill_(z == 0, 0)
         del c, denom
         s_neg = s.masked_fill(positive, 0)
         g_in = op.vjp(s_neg, wd, input_shape)
@@ -258,7 +295,7 @@ class Flat(Rule):
     def backward(self, op, x, input_shape, z, relevance):
         ones_w, _ = op.params("ones", torch.ones_like, None)
         denom = _shape_constant(op, ("flat-denom", tuple(input_shape[1:])), input_shape, ones_w, None, relevance)
-        return op.vjp(divide(relevance, denom, self.stabilizer, own_r=True), ones_w, input_shape)
+        return op.vjp(divide(relevance.tensor(), denom, self.stabilizer, own_r=True), ones_w, input_shape)
 
 
 @dataclass(frozen=True)
@@ -275,7 +312,7 @@ class WSquare(Rule):
     def backward(self, op, x, input_shape, z, relevance):
         w2, b2 = op.params("square", torch.square, torch.square)
         denom = _shape_constant(op, ("wsquare-denom", tuple(input_shape[1:])), input_shape, w2, b2, relevance)
-        return op.vjp(divide(relevance, denom, self.stabilizer, own_r=True), w2, input_shape)
+        return op.vjp(divide(relevance.tensor(), denom, self.stabilizer, own_r=True), w2, input_shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -304,7 +341,7 @@ class ZBox(Rule):
         bound_terms = _shape_constant(op, key, input_shape, None, None, relevance,
                                       lambda: op.forward(low[:1], wp, bp) + op.forward(high[:1], wn, bn))
         denom = op.forward(x, op.weight, op.bias).sub_(bound_terms)
-        s = divide(relevance, denom, self.stabilizer, own_r=True, own_d=True)
+        s = relevance.over(denom, self.stabilizer, own_d=True)
         del denom
         return x * op.vjp(s, op.weight, input_shape) - (
             low * op.vjp(s, wp, input_shape) + high * op.vjp(s, wn, input_shape)
