@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -109,7 +108,9 @@ def stage(args) -> None:
                       "bytes_per_sample": info["bytes_per_sample"],
                       "worker_peak_mib": max(w["VmHWM"] for w in workers),
                       "worker_anon_mib": max(w["RssAnon"] for w in workers),
-                      "client_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so a child started by
+                      # this benchmark would report its parent's peak (which grows with the data it made)
+                      "client_peak_mib": _memory()["VmHWM"]}))
 
 
 def run_stage(data, weights, store, workers, device, batch, shard_size) -> dict:
