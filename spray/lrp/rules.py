@@ -49,11 +49,15 @@ def divide(r: Tensor, d: Tensor, epsilon: float, nonnegative: bool = False, *, o
     """
     if not epsilon:
         return torch.where(d == 0, torch.zeros_like(r), r / d)
-    if nonnegative:
-        d = d.add_(epsilon) if own_d else d + epsilon
-    else:
-        d = d.add_(_signed(d, epsilon)) if own_d else stabilize(d, epsilon)
+    d = _stabilized(d, epsilon, nonnegative, own_d)
     return r.div_(d) if own_r else r / d
+
+
+def _stabilized(d: Tensor, epsilon: float, nonnegative: bool, own_d: bool) -> Tensor:
+    """``stab(d)``, in ``d`` itself when ``own_d``; ``nonnegative``: ``d >= 0`` is known."""
+    if nonnegative:
+        return d.add_(epsilon) if own_d else d + epsilon
+    return d.add_(_signed(d, epsilon)) if own_d else stabilize(d, epsilon)
 
 
 class Relevance:
@@ -61,7 +65,7 @@ class Relevance:
 
     Most rules divide ``R`` once by a denominator of their own: :meth:`over` writes
     ``a / stab(d) * g`` into that denominator's buffer, so no separate full-size ``R`` is allocated:
-    one temporary fewer per layer, which is what keeps peak memory near the gradient pass's."""
+    one full-size temporary fewer per layer."""
 
     def __init__(self, out: Tensor, grad: Tensor):
         self.out, self.grad = out, grad
@@ -84,10 +88,7 @@ class Relevance:
             zero = d == 0
             s = torch.div(self.out, d, out=d) if own_d else self.out / d
             return s.mul_(self.grad).masked_fill_(zero, 0)
-        if nonnegative:
-            d = d.add_(epsilon) if own_d else d + epsilon
-        else:
-            d = d.add_(_signed(d, epsilon)) if own_d else stabilize(d, epsilon)
+        d = _stabilized(d, epsilon, nonnegative, own_d)
         return torch.div(self.out, d, out=d).mul_(self.grad)
 
 
@@ -113,7 +114,7 @@ class Rule:
     terminal: bool = False
 
     def backward(self, op: LinearOp, x: Optional[Tensor], input_shape: torch.Size, z: Tensor,
-                 relevance: "Relevance") -> Tensor:
+                 relevance: Relevance) -> Tensor:
         """Return ``g_in`` (or the input relevance for a terminal rule) from the output's relevance."""
         raise NotImplementedError
 
@@ -162,8 +163,7 @@ class ZPlus(Rule):
             wn, _ = op.params("neg", _neg, _neg)
             denom = denom + op.forward(_neg(x), wn, None)
         # every term is >= 0 (W+ x+, b+, W- x-): stab(d) = d + stabilizer, in place
-        s = relevance.over(denom, self.stabilizer, nonnegative=True, own_d=True)
-        del denom
+        s = relevance.over(denom, self.stabilizer, nonnegative=True, own_d=True)  # in denom's buffer
         g_pos = op.vjp(s, wp, input_shape)
         if not has_neg:
             return g_pos
@@ -204,7 +204,6 @@ class AlphaBeta(Rule):
             n = n + op.forward(xn, wp, None)
         sp = relevance.over(p, self.stabilizer, nonnegative=True, own_d=True)  # p >= 0 term by term
         sn = relevance.over(n, self.stabilizer, own_d=True)
-        del p, n
         g_pos = self.alpha * op.vjp(sp, wp, input_shape)
         if self.beta:
             g_pos = g_pos - self.beta * op.vjp(sn, wn, input_shape)
@@ -242,12 +241,12 @@ class Gamma(Rule):
         if not has_neg:
             return self._both_signs_nonnegative_input(op, x, input_shape, z, relevance, wu, wd)
         xp, xn = _pos(x), _neg(x)
-        relevance = relevance.tensor()
+        r = relevance.tensor()
         if op.output_nonnegative:  # after a fused ReLU relevance sits on z > 0 only
-            r_pos, r_neg, use_neg_out = relevance, None, False
+            r_pos, r_neg, use_neg_out = r, None, False
         else:
-            r_pos = (z > 0).to(relevance) * relevance
-            r_neg = (z < 0).to(relevance) * relevance
+            r_pos = (z > 0).to(r) * r
+            r_neg = (z < 0).to(r) * r
             use_neg_out = bool(r_neg.any())
         p = op.forward(xp, wu, bu).add_(op.forward(xn, wd, None))
         sp = divide(r_pos, p, self.stabilizer, own_r=True, own_d=True)
@@ -273,7 +272,7 @@ class Gamma(Rule):
         positive = z > 0
         denom = torch.where(positive, c, z - c).mul_(g).add_(z)
         s = relevance.over(denom, self.stabilizer, own_d=True).masked_fill_(z == 0, 0)
-        del c, denom
+        del c
         s_neg = s.masked_fill(positive, 0)
         g_in = op.vjp(s_neg, wd, input_shape)
         del s_neg
@@ -342,7 +341,6 @@ class ZBox(Rule):
                                       lambda: op.forward(low[:1], wp, bp) + op.forward(high[:1], wn, bn))
         denom = op.forward(x, op.weight, op.bias).sub_(bound_terms)
         s = relevance.over(denom, self.stabilizer, own_d=True)
-        del denom
         return x * op.vjp(s, op.weight, input_shape) - (
             low * op.vjp(s, wp, input_shape) + high * op.vjp(s, wn, input_shape)
         )

@@ -28,11 +28,10 @@ class CorruptShard(SprayError):
     """A shard file is unreadable, incomplete or fails its checksum."""
 
 
-@dataclass
-class ShardData:
-    """The arrays of one shard (axis 0 = samples, in plan order)."""
+@dataclass(kw_only=True)
+class SampleFields:
+    """The small per-sample arrays of one shard (axis 0 = samples, in plan order)."""
 
-    relevance: np.ndarray
     ids: List[str]
     index: np.ndarray
     label: np.ndarray
@@ -43,6 +42,22 @@ class ShardData:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+@dataclass(kw_only=True)
+class ShardData(SampleFields):
+    """All arrays of one shard: the heatmaps and the per-sample fields."""
+
+    relevance: np.ndarray
+
+
+@dataclass(kw_only=True)
+class ShardFields(SampleFields):
+    """A shard without its heatmaps: what the index needs (their shape and dtype, and the small
+    per-sample fields), at a fraction of the memory."""
+
+    relevance_shape: tuple
+    relevance_dtype: np.dtype
 
 
 def checksum(data: ShardData) -> str:
@@ -93,48 +108,30 @@ def write_shard(path: Path, data: ShardData, attrs: Optional[dict] = None) -> st
     return digest
 
 
-def read_shard(path: Path) -> ShardData:
-    """All arrays of a shard (raises :class:`CorruptShard` when it cannot be read)."""
+def _read(path: Path, with_relevance: bool) -> dict:
+    """Keyword arguments for :class:`ShardData` or :class:`ShardFields` (raises :class:`CorruptShard`)."""
     try:
         with h5py.File(path, "r") as fh:
-            arrays = {name: fh[name][()] for name in FIELDS}
-            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in fh["ids"][()]]
-            skipped = json.loads(fh.attrs.get("skipped", "[]"))
+            out = {name: fh[name][()] for name in FIELDS[1:]}
+            out["ids"] = [i.decode() if isinstance(i, bytes) else str(i) for i in fh["ids"][()]]
+            out["skipped"] = json.loads(fh.attrs.get("skipped", "[]"))
+            if with_relevance:
+                out["relevance"] = fh["relevance"][()]
+            else:
+                out["relevance_shape"], out["relevance_dtype"] = fh["relevance"].shape, fh["relevance"].dtype
     except (OSError, KeyError, ValueError) as err:
         raise CorruptShard(f"shard {path} is unreadable or incomplete ({err})") from None
-    return ShardData(ids=ids, skipped=skipped, **arrays)
+    return out
 
 
-@dataclass
-class ShardFields:
-    """A shard without its heatmaps: the relevance dataset's shape and dtype, and every small
-    per-sample field. What the index needs, at a fraction of the memory."""
-
-    relevance_shape: tuple
-    relevance_dtype: np.dtype
-    ids: List[str]
-    index: np.ndarray
-    label: np.ndarray
-    prediction: np.ndarray
-    target: np.ndarray
-    logits: np.ndarray
-    skipped: List[dict] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.ids)
+def read_shard(path: Path) -> ShardData:
+    """All arrays of a shard (raises :class:`CorruptShard` when it cannot be read)."""
+    return ShardData(**_read(path, with_relevance=True))
 
 
 def read_shard_fields(path: Path) -> ShardFields:
     """A shard's small fields and its relevance dataset's shape/dtype, without reading the heatmaps."""
-    try:
-        with h5py.File(path, "r") as fh:
-            arrays = {name: fh[name][()] for name in FIELDS[1:]}
-            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in fh["ids"][()]]
-            skipped = json.loads(fh.attrs.get("skipped", "[]"))
-            shape, dtype = fh["relevance"].shape, fh["relevance"].dtype
-    except (OSError, KeyError, ValueError) as err:
-        raise CorruptShard(f"shard {path} is unreadable or incomplete ({err})") from None
-    return ShardFields(relevance_shape=shape, relevance_dtype=dtype, ids=ids, skipped=skipped, **arrays)
+    return ShardFields(**_read(path, with_relevance=False))
 
 
 def verify_shard(path: Path, expect_count: Optional[int] = None, expect_checksum: Optional[str] = None) -> dict:

@@ -178,10 +178,7 @@ class StoreWriter:
         missing = [s.shard for s in self.shards if s.shard not in self.done]
         if missing:
             raise StoreIncomplete(f"cannot index {self.folder}: shards {missing[:10]} are not written")
-        counts = []
-        for spec in self.shards:
-            with h5py.File(self.path_of(spec), "r") as fh:
-                counts.append(int(fh["relevance"].shape[0]))
+        counts = [int(self.done[spec.shard]["count"]) for spec in self.shards]  # verified on record
         n = sum(counts)
         first = next((spec for spec, count in zip(self.shards, counts) if count), None)
         if first is None:
@@ -200,6 +197,9 @@ class StoreWriter:
             offset = 0
             for spec, count in zip(self.shards, counts):
                 part = read_shard_fields(self.path_of(spec))
+                if len(part) != count:
+                    raise CorruptShard(f"shard {self.path_of(spec)} holds {len(part)} samples, its record says "
+                                       f"{count}; delete it and re-run the same job to recompute it")
                 for s in part.skipped:
                     writer.writerow([s["id"], s["index"], s["reason"]])
                 if count:
