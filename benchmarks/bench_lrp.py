@@ -3,8 +3,13 @@
 For a VGG-16-style and a ResNet-50-style net at 3x224x224 and a small ResNet at 3x32x32, prints
 samples/s and peak memory of: forward; forward + input gradient; spray and zennit with the
 epsilon, epsilon_plus_flat and epsilon_gamma_box composites; then the ratios spray/grad and
-spray/zennit. Each measurement runs in a fresh process, so its peak memory is its own (CPU: peak
-RSS above the process's level after building model and batch; CUDA: max_memory_allocated).
+spray/zennit. Each measurement runs in a fresh process, so its peak memory is its own. Two peaks:
+"live" is the most memory held by tensors at any moment of one pass (CPU: from torch.profiler's
+allocation records; CUDA: max_memory_allocated), which depends on the method alone; "RSS" (CPU) is
+the process's peak resident memory above its level after building model and batch, which adds
+what the C allocator keeps (fragmentation) and varies from run to run. ``--rounds`` repeats the
+whole list, interleaved, so that a slow spell of a shared machine hits every method alike; rates
+are the best, memory the mean over rounds.
 
     python benchmarks/bench_lrp.py                      # defaults: batch 8 (224px), 64 (32px)
     python benchmarks/bench_lrp.py --device cuda --batch 32 --half
@@ -32,6 +37,20 @@ def build(arch: str):
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _peak_live_mib(step) -> float:
+    """Most bytes held by tensors at once during ``step()``, from the profiler's allocation records."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                     if e.name() == "[memory]")
+    held = peak = 0
+    for _, nbytes in records:
+        held += nbytes
+        peak = max(peak, held)
+    return peak / 2**20
 
 
 def measure(arch: str, method: str, batch: int, reps: int, device: str, dtype: str, threads: int, queue):
@@ -92,10 +111,14 @@ def measure(arch: str, method: str, batch: int, reps: int, device: str, dtype: s
         step()
         sync()
         times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device.startswith("cuda") else _peak_rss_mib() - base
+    if device.startswith("cuda"):
+        live, rss = (torch.cuda.max_memory_allocated() - base) / 2**20, float("nan")
+    else:
+        rss = _peak_rss_mib() - base
+        live = _peak_live_mib(step)
     if cleanup:
         cleanup()
-    queue.put((batch / min(times), peak))
+    queue.put((batch / min(times), live, rss))
 
 
 def run(arch, method, args):
@@ -105,7 +128,13 @@ def run(arch, method, args):
                                               args.reps, args.device, args.dtype, args.threads, queue))
     proc.start()
     proc.join()
-    return queue.get() if proc.exitcode == 0 else (float("nan"), float("nan"))
+    return queue.get() if proc.exitcode == 0 else (float("nan"),) * 3
+
+
+def combine(rounds):
+    """Best rate, mean memory over rounds."""
+    rates, lives, rsss = zip(*rounds)
+    return max(rates), sum(lives) / len(lives), sum(rsss) / len(rsss)
 
 
 def precision_check(args):
@@ -129,6 +158,7 @@ def main():
     parser.add_argument("--batch", type=int, default=8, help="batch size at 224x224")
     parser.add_argument("--small-batch", type=int, default=64, help="batch size at 32x32")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the method list, interleaved")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=2)
@@ -138,17 +168,24 @@ def main():
     methods = args.methods.split(",")
     print(f"device={args.device} dtype={args.dtype} threads={args.threads} reps={args.reps} "
           f"batch={args.batch} (224px) / {args.small_batch} (32px)")
+    nan3 = (float("nan"),) * 3
     for arch in args.archs.split(","):
-        results = {m: run(arch, m, args) for m in methods}
-        print(f"\n## {arch}\n{'method':28s} {'samples/s':>10s} {'peak MiB':>9s}")
+        rounds = {m: [] for m in methods}
+        for _ in range(args.rounds):
+            for m in methods:
+                rounds[m].append(run(arch, m, args))
+        results = {m: combine(r) for m, r in rounds.items()}
+        print(f"\n## {arch}\n{'method':28s} {'samples/s':>10s} {'live MiB':>9s} {'RSS MiB':>8s}")
         for m in methods:
-            print(f"{m:28s} {results[m][0]:10.2f} {results[m][1]:9.0f}")
-        grad_rate, grad_mem = results.get("gradient", (float("nan"),) * 2)
-        print(f"{'spray composite':28s} {'/grad':>7s} {'/zennit':>8s} {'mem/grad':>9s}")
+            print(f"{m:28s} {results[m][0]:10.2f} {results[m][1]:9.0f} {results[m][2]:8.0f}")
+        grad_rate, grad_live, grad_rss = results.get("gradient", nan3)
+        print(f"{'spray composite':28s} {'/grad':>7s} {'/zennit':>8s} {'live/grad':>10s} {'RSS/grad':>9s} "
+              f"{'zennit live/grad':>17s}")
         for preset in ("epsilon", "epsilon_plus_flat", "epsilon_gamma_box"):
-            rate, mem = results.get(f"spray:{preset}", (float("nan"),) * 2)
-            zrate = results.get(f"zennit:{preset}", (float("nan"),))[0]
-            print(f"{preset:28s} {rate / grad_rate:7.2f} {rate / zrate:8.2f} {mem / grad_mem:9.2f}")
+            rate, live, rss = results.get(f"spray:{preset}", nan3)
+            zrate, zlive, _ = results.get(f"zennit:{preset}", nan3)
+            print(f"{preset:28s} {rate / grad_rate:7.2f} {rate / zrate:8.2f} {live / grad_live:10.2f} "
+                  f"{rss / grad_rss:9.2f} {zlive / grad_live:17.2f}")
     if args.half:
         precision_check(args)
 

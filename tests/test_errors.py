@@ -141,3 +141,28 @@ def test_explicit_sum_module_in_a_model():
     model = Net().double().eval()
     x = torch.randn(3, 4, dtype=torch.double)
     assert explain(model, x, composite="epsilon").shape == x.shape
+
+
+class ScaledInPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.relu, self.fc2 = nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc2(self.relu(self.fc1(x)).mul_(2))
+
+
+def test_layer_output_modified_in_place_is_named():
+    with pytest.raises(RuntimeError, match=r"output of 'fc1' was modified in place.*out-of-place"):
+        explain(ScaledInPlace().eval(), torch.randn(2, 4))
+
+
+def test_second_backward_through_an_attached_composite_is_refused():
+    model = small()
+    x = torch.randn(2, 3, 8, 8)
+    with LRP(model, "epsilon") as lrp:
+        lrp.explain(x)  # attaches the composite
+        out = model(x.requires_grad_(True)).sum()
+        out.backward(retain_graph=True)
+        with pytest.raises(RuntimeError, match="backward ran twice"):
+            out.backward()

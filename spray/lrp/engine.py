@@ -32,7 +32,7 @@ from .composites import (
 )
 from .graph import Graph, probe
 from .ops import AffineOp, ConvOp, DenseOp, LinearOp, PoolOp
-from .rules import Epsilon, Pass, Relevance, Rule, divide
+from .rules import Epsilon, Pass, Relevance, Rule
 
 MAXPOOL_TYPES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                  nn.AdaptiveMaxPool3d)
@@ -115,17 +115,18 @@ class _LayerFunction(torch.autograd.Function):
         out = z.relu_() if node.activation_is_relu else node.activate(z)  # z is ours: ReLU in place
         ctx.node, ctx.input_shape = node, x.shape
         z_kept = None if (node.activation is None or node.activation_is_relu) else z
-        ctx.save_for_backward(x if node.save_input else None, out, z_kept)
+        ctx.save_for_backward(x if node.save_input else None, z_kept)
+        _stash_output(ctx, out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         node = ctx.node
-        x, out, z = ctx.saved_tensors
-        relevance = Relevance(out, grad)
-        out_total = _per_sample(relevance.tensor()) if node.records is not None else None
-        z = out if z is None else z
-        g_in = node.rule.backward(node.op, x, ctx.input_shape, z, relevance)
+        x, z = ctx.saved_tensors
+        relevance = Relevance(_take_output(ctx), grad, z)
+        del z
+        out_total = _per_sample(relevance.tensor(keep=True)) if node.records is not None else None
+        g_in = node.rule.backward(node.op, x, ctx.input_shape, relevance)
         if node.records is not None:
             node.record(out_total, g_in if node.rule.terminal else x * g_in)
         return g_in, None
@@ -143,21 +144,46 @@ class _SumFunction(torch.autograd.Function):
         ctx.node = node
         ctx.shapes = [t.shape for t in inputs]
         z_kept = None if (node.activation is None or node.activation_is_relu) else y
-        ctx.save_for_backward(out, z_kept, *(inputs if node.records is not None else ()))
+        ctx.save_for_backward(z_kept, *(inputs if node.records is not None else ()))
+        _stash_output(ctx, out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         node = ctx.node
-        out, z, *inputs = ctx.saved_tensors
-        relevance = out * grad
-        out_total = _per_sample(relevance) if node.records is not None else None
-        s = divide(relevance, out if z is None else z, node.rule.epsilon, node.activation_is_relu, own_r=True)
+        z, *inputs = ctx.saved_tensors
+        relevance = Relevance(_take_output(ctx), grad, z)
+        del z
+        out_total = _per_sample(relevance.tensor(keep=True)) if node.records is not None else None
+        s = relevance.over(relevance.z, node.rule.epsilon, node.activation_is_relu)
         grads = [_reduce_to(s, shape) for shape in ctx.shapes]
         if node.records is not None:
             node.record(out_total, sum(_reduce_to(t * g, t.shape).flatten(1).sum(1, keepdim=True)
                                        for t, g in zip(inputs, grads)))
         return (None, *grads)
+
+
+def _stash_output(ctx, out: Tensor) -> None:
+    """Keep the layer's output for backward as a detached alias rather than a saved tensor.
+
+    A saved tensor lives until the whole backward call returns; the alias is released by
+    :func:`_take_output`, so the output's memory is free again before the rule's transposed product
+    allocates the input's gradient (the largest moment of the backward pass). The alias shares the
+    output's version counter, which stands in for autograd's in-place check.
+    """
+    ctx.out, ctx.out_version = out.detach(), out._version
+
+
+def _take_output(ctx) -> Tensor:
+    out, ctx.out = ctx.out, None
+    if out is None:
+        raise RuntimeError(f"spray.lrp: backward ran twice through '{ctx.node.path}' (retain_graph); an attached "
+                           f"LRP composite supports one backward pass per forward")
+    if out._version != ctx.out_version:
+        raise RuntimeError(f"spray.lrp: the output of '{ctx.node.path}' was modified in place after the forward "
+                           f"pass (an in-place activation or '+='), so its relevance would be wrong; make that "
+                           f"operation out-of-place")
+    return out
 
 
 def _reduce_to(t: Tensor, shape) -> Tensor:

@@ -63,33 +63,64 @@ def _stabilized(d: Tensor, epsilon: float, nonnegative: bool, own_d: bool) -> Te
 class Relevance:
     """The relevance ``R = a * g`` of a layer's output ``a``, formed only when a rule needs it whole.
 
-    Most rules divide ``R`` once by a denominator of their own: :meth:`over` writes
-    ``a / stab(d) * g`` into that denominator's buffer, so no separate full-size ``R`` is allocated:
-    one full-size temporary fewer per layer."""
+    It also holds the pre-activation ``z`` (``a`` itself when the layer has no activation or a ReLU).
+    Memory: the engine hands over its only reference to ``a``; the last read (every read without
+    ``keep=True``) lets go of ``a`` and ``z``, so their memory is back before the rule's transposed
+    product allocates the input's gradient. Most rules divide ``R`` once by a denominator of their
+    own: :meth:`over` writes ``a / stab(d) * g`` into that denominator's buffer, so no separate
+    full-size ``R`` is allocated either.
+    """
 
-    def __init__(self, out: Tensor, grad: Tensor):
-        self.out, self.grad = out, grad
+    def __init__(self, out: Tensor, grad: Tensor, z: Optional[Tensor] = None):
+        self._out, self.grad, self._z = out, grad, z
+
+    @property
+    def out(self) -> Tensor:
+        self._check()
+        return self._out
+
+    @property
+    def z(self) -> Tensor:
+        """The pre-activation (the rule's ``z``)."""
+        self._check()
+        return self._out if self._z is None else self._z
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.out.dtype
+        return self.grad.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.out.device
+        return self.grad.device
 
-    def tensor(self) -> Tensor:
+    def tensor(self, keep: bool = False) -> Tensor:
         """``R`` as a new tensor the caller owns."""
-        return self.out * self.grad
+        r = self.out * self.grad
+        self._release(keep)
+        return r
 
-    def over(self, d: Tensor, epsilon: float, nonnegative: bool = False, own_d: bool = False) -> Tensor:
+    def over(self, d: Tensor, epsilon: float, nonnegative: bool = False, own_d: bool = False,
+             keep: bool = False) -> Tensor:
         """``R / stab(d)`` exactly as :func:`divide`; computed in ``d`` itself when ``own_d``."""
+        out = self.out
         if not epsilon:
             zero = d == 0
-            s = torch.div(self.out, d, out=d) if own_d else self.out / d
-            return s.mul_(self.grad).masked_fill_(zero, 0)
-        d = _stabilized(d, epsilon, nonnegative, own_d)
-        return torch.div(self.out, d, out=d).mul_(self.grad)
+            s = torch.div(out, d, out=d) if own_d else out / d
+            s = s.mul_(self.grad).masked_fill_(zero, 0)
+        else:
+            d = _stabilized(d, epsilon, nonnegative, own_d)
+            s = torch.div(out, d, out=d).mul_(self.grad)
+        self._release(keep)
+        return s
+
+    def _release(self, keep: bool) -> None:
+        if not keep:
+            self._out = self._z = None
+
+    def _check(self) -> None:
+        if self._out is None:
+            raise RuntimeError("spray.lrp: this relevance was already read for the last time; "
+                               "a rule passes keep=True to every read but its last")
 
 
 def _pos(t: Tensor) -> Tensor:
@@ -113,9 +144,13 @@ class Rule:
     #: whether ``backward`` returns the input relevance itself rather than ``g_in``
     terminal: bool = False
 
-    def backward(self, op: LinearOp, x: Optional[Tensor], input_shape: torch.Size, z: Tensor,
+    def backward(self, op: LinearOp, x: Optional[Tensor], input_shape: torch.Size,
                  relevance: Relevance) -> Tensor:
-        """Return ``g_in`` (or the input relevance for a terminal rule) from the output's relevance."""
+        """Return ``g_in`` (or the input relevance for a terminal rule) from the output's relevance.
+
+        Hold no reference to ``relevance.out`` or ``relevance.z`` across the transposed products
+        (``op.vjp``): they are full-size and free once the relevance has been read.
+        """
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -133,8 +168,8 @@ class Epsilon(Rule):
     epsilon: float = 1e-6
     needs_input = False
 
-    def backward(self, op, x, input_shape, z, relevance):
-        return op.vjp(relevance.over(z, self.epsilon, op.output_nonnegative), op.weight, input_shape)
+    def backward(self, op, x, input_shape, relevance):
+        return op.vjp(relevance.over(relevance.z, self.epsilon, op.output_nonnegative), op.weight, input_shape)
 
 
 @dataclass(frozen=True)
@@ -155,13 +190,13 @@ class ZPlus(Rule):
 
     stabilizer: float = 1e-6
 
-    def backward(self, op, x, input_shape, z, relevance):
+    def backward(self, op, x, input_shape, relevance):
         wp, bp = op.params("pos", _pos, _pos)
         has_neg = _has_negative(op, x)
         denom = op.forward(x if not has_neg else _pos(x), wp, bp)
         if has_neg:
             wn, _ = op.params("neg", _neg, _neg)
-            denom = denom + op.forward(_neg(x), wn, None)
+            denom = denom.add_(op.forward(_neg(x), wn, None))
         # every term is >= 0 (W+ x+, b+, W- x-): stab(d) = d + stabilizer, in place
         s = relevance.over(denom, self.stabilizer, nonnegative=True, own_d=True)  # in denom's buffer
         g_pos = op.vjp(s, wp, input_shape)
@@ -191,7 +226,7 @@ class AlphaBeta(Rule):
                 f"beta={self.beta} (e.g. alpha=2, beta=1)"
             )
 
-    def backward(self, op, x, input_shape, z, relevance):
+    def backward(self, op, x, input_shape, relevance):
         wp, bp = op.params("pos", _pos, _pos)
         wn, bn = op.params("neg", _neg, _neg)
         has_neg = _has_negative(op, x)
@@ -200,9 +235,9 @@ class AlphaBeta(Rule):
         n = op.forward(xp, wn, bn)
         if has_neg:
             xn = _neg(x)
-            p = p + op.forward(xn, wn, None)
-            n = n + op.forward(xn, wp, None)
-        sp = relevance.over(p, self.stabilizer, nonnegative=True, own_d=True)  # p >= 0 term by term
+            p = p.add_(op.forward(xn, wn, None))
+            n = n.add_(op.forward(xn, wp, None))
+        sp = relevance.over(p, self.stabilizer, nonnegative=True, own_d=True, keep=True)  # p >= 0 term by term
         sn = relevance.over(n, self.stabilizer, own_d=True)
         g_pos = self.alpha * op.vjp(sp, wp, input_shape)
         if self.beta:
@@ -229,7 +264,7 @@ class Gamma(Rule):
     gamma: float = 0.25
     stabilizer: float = 1e-6
 
-    def backward(self, op, x, input_shape, z, relevance):
+    def backward(self, op, x, input_shape, relevance):
         g = self.gamma
         wu, bu = op.params(f"gamma-up-{g}", lambda w: w + g * _pos(w), lambda b: b + g * _pos(b))
         has_neg = _has_negative(op, x)
@@ -239,14 +274,16 @@ class Gamma(Rule):
         # W^d is built (and cached) only for layers that need it: it doubles the weight copies
         wd, bd = op.params(f"gamma-down-{g}", lambda w: w + g * _neg(w), lambda b: b + g * _neg(b))
         if not has_neg:
-            return self._both_signs_nonnegative_input(op, x, input_shape, z, relevance, wu, wd)
+            return self._both_signs_nonnegative_input(op, x, input_shape, relevance, wu, wd)
         xp, xn = _pos(x), _neg(x)
-        r = relevance.tensor()
         if op.output_nonnegative:  # after a fused ReLU relevance sits on z > 0 only
-            r_pos, r_neg, use_neg_out = r, None, False
+            r_pos, r_neg, use_neg_out = relevance.tensor(), None, False
         else:
+            z = relevance.z
+            r = relevance.tensor()
             r_pos = (z > 0).to(r) * r
-            r_neg = (z < 0).to(r) * r
+            r = r.mul_((z < 0).to(r))
+            r_neg, r, z = r, None, None
             use_neg_out = bool(r_neg.any())
         p = op.forward(xp, wu, bu).add_(op.forward(xn, wd, None))
         sp = divide(r_pos, p, self.stabilizer, own_r=True, own_d=True)
@@ -260,7 +297,7 @@ class Gamma(Rule):
             g_neg = g_neg + op.vjp(sn, wu, input_shape)
         return torch.where(x > 0, g_pos, g_neg)
 
-    def _both_signs_nonnegative_input(self, op, x, input_shape, z, relevance, wu, wd):
+    def _both_signs_nonnegative_input(self, op, x, input_shape, relevance, wu, wd):
         """``x >= 0`` and outputs of both signs (e.g. a conv feeding a residual sum): one extra forward.
 
         With ``c = W+ x + b+`` and ``b = b+ + b-``: ``P = W^u x + b^u = z + gamma c`` and
@@ -269,10 +306,12 @@ class Gamma(Rule):
         """
         g = self.gamma
         c = op.forward(x, *op.params("pos", _pos, _pos))
-        positive = z > 0
+        z = relevance.z
+        positive, zero = z > 0, z == 0
         denom = torch.where(positive, c, z - c).mul_(g).add_(z)
-        s = relevance.over(denom, self.stabilizer, own_d=True).masked_fill_(z == 0, 0)
-        del c
+        del c, z
+        s = relevance.over(denom, self.stabilizer, own_d=True).masked_fill_(zero, 0)
+        del denom, zero
         s_neg = s.masked_fill(positive, 0)
         g_in = op.vjp(s_neg, wd, input_shape)
         del s_neg
@@ -291,7 +330,7 @@ class Flat(Rule):
     needs_input = False
     terminal = True
 
-    def backward(self, op, x, input_shape, z, relevance):
+    def backward(self, op, x, input_shape, relevance):
         ones_w, _ = op.params("ones", torch.ones_like, None)
         denom = _shape_constant(op, ("flat-denom", tuple(input_shape[1:])), input_shape, ones_w, None, relevance)
         return op.vjp(divide(relevance.tensor(), denom, self.stabilizer, own_r=True), ones_w, input_shape)
@@ -308,7 +347,7 @@ class WSquare(Rule):
     needs_input = False
     terminal = True
 
-    def backward(self, op, x, input_shape, z, relevance):
+    def backward(self, op, x, input_shape, relevance):
         w2, b2 = op.params("square", torch.square, torch.square)
         denom = _shape_constant(op, ("wsquare-denom", tuple(input_shape[1:])), input_shape, w2, b2, relevance)
         return op.vjp(divide(relevance.tensor(), denom, self.stabilizer, own_r=True), w2, input_shape)
@@ -331,7 +370,7 @@ class ZBox(Rule):
     def bounds(self, like: Tensor) -> tuple:
         return _bound(self.low, like), _bound(self.high, like)
 
-    def backward(self, op, x, input_shape, z, relevance):
+    def backward(self, op, x, input_shape, relevance):
         low, high = self.bounds(x)
         wp, bp = op.params("pos", _pos, _pos)
         wn, bn = op.params("neg", _neg, _neg)
