@@ -3,13 +3,16 @@
 For a VGG-16-style and a ResNet-50-style net at 3x224x224 and a small ResNet at 3x32x32, prints
 samples/s and peak memory of: forward; forward + input gradient; spray and zennit with the
 epsilon, epsilon_plus_flat and epsilon_gamma_box composites; then the ratios spray/grad and
-spray/zennit. Each measurement runs in a fresh process, so its peak memory is its own. Two peaks:
-"live" is the most memory held by tensors at any moment of one pass (CPU: from torch.profiler's
-allocation records; CUDA: max_memory_allocated), which depends on the method alone; "RSS" (CPU) is
+spray/zennit.
+
+Speed: one process times all methods in interleaved rounds (one step of each per round, each on its
+own copy of the model), so that a slow spell of a shared machine hits every method of a round
+alike; samples/s is from the median step, and each ratio is the median over rounds of the paired
+ratio. Memory: each method in a fresh process of its own, two peaks. "live" is the most memory
+held by tensors at any moment of attaching, warming up and one pass (CPU: from torch.profiler's
+allocation records; CUDA: max_memory_allocated): it depends on the method alone. "RSS" (CPU) is
 the process's peak resident memory above its level after building model and batch, which adds
-what the C allocator keeps (fragmentation) and varies from run to run. ``--rounds`` repeats the
-whole list, interleaved, so that a slow spell of a shared machine hits every method alike; rates
-are the best, memory the mean over rounds.
+what the C allocator keeps (fragmentation) and varies from run to run.
 
     python benchmarks/bench_lrp.py                      # defaults: batch 8 (224px), 64 (32px)
     python benchmarks/bench_lrp.py --device cuda --batch 32 --half
@@ -19,7 +22,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import resource
-import time
 
 METHODS = ["forward", "gradient", "spray:epsilon", "spray:epsilon_plus_flat", "spray:epsilon_gamma_box",
            "zennit:epsilon", "zennit:epsilon_plus_flat", "zennit:epsilon_gamma_box"]
@@ -40,10 +42,21 @@ def _peak_rss_mib() -> float:
 
 
 def _peak_live_mib(step) -> float:
-    """Most bytes held by tensors at once during ``step()``, from the profiler's allocation records."""
+    """Most bytes held by tensors at once over two calls of ``step()`` (the first attaches spray's
+    composite and fills its parameter caches, which stay), from the profiler's allocation records."""
+    import os
+
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)  # the profiler's own start/stop chatter
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
+            step()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
     records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                      if e.name() == "[memory]")
     held = peak = 0
@@ -53,88 +66,123 @@ def _peak_live_mib(step) -> float:
     return peak / 2**20
 
 
-def measure(arch: str, method: str, batch: int, reps: int, device: str, dtype: str, threads: int, queue):
+def make_step(arch: str, method: str, model, x):
+    """One explanation of batch ``x`` by ``method`` (``forward``, ``gradient``, ``spray:PRESET`` or
+    ``zennit:PRESET``) on ``model``, which the method may attach to; returns (step, cleanup)."""
     import torch
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model, size = build(arch)
-    model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    x = torch.randn(batch, 3, size, size, device=device, dtype=getattr(torch, dtype))
     kind, _, preset = method.partition(":")
     kwargs = BOX if preset == "epsilon_gamma_box" else {}
-
     if kind == "forward":
         def step():
             with torch.no_grad():
                 model(x)
-        cleanup = None
-    elif kind == "gradient":
+        return step, None
+    if kind == "gradient":
         def step():
             xx = x.clone().requires_grad_(True)
             out = model(xx)
             torch.autograd.grad(out, xx, torch.zeros_like(out).scatter_(1, out.argmax(1, keepdim=True), 1.0))
-        cleanup = None
-    elif kind == "spray":
+        return step, None
+    if kind == "spray":
         from spray.lrp import LRP
         lrp = LRP(model, preset, **kwargs)
+        return (lambda: lrp.explain(x)), lrp.close
+    from spray.testing import install_torchvision_stub, zennit_composite
+    install_torchvision_stub()
+    from zennit.attribution import Gradient
+    from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+    canonizer = VGGCanonizer() if arch == "vgg16" else ResNetCanonizer()
+    attributor = Gradient(model, zennit_composite(preset, canonizer, **kwargs))
+    attributor.__enter__()
 
-        def step():
-            lrp.explain(x)
-        cleanup = lrp.close
-    else:
-        from spray.testing import install_torchvision_stub, zennit_composite
-        install_torchvision_stub()
-        from zennit.attribution import Gradient
-        from zennit.torchvision import ResNetCanonizer, VGGCanonizer
-        canonizer = VGGCanonizer() if arch == "vgg16" else ResNetCanonizer()
-        attributor = Gradient(model, zennit_composite(preset, canonizer, **kwargs))
-        attributor.__enter__()
+    def step():
+        xx = x.clone().requires_grad_(True)
+        attributor(xx, lambda out: torch.zeros_like(out).scatter(1, out.argmax(1, keepdim=True), 1.0) * out)
+    return step, lambda: attributor.__exit__(None, None, None)
 
-        def step():
-            xx = x.clone().requires_grad_(True)
-            attributor(xx, lambda out: torch.zeros_like(out).scatter(1, out.argmax(1, keepdim=True), 1.0) * out)
-        cleanup = lambda: attributor.__exit__(None, None, None)  # noqa: E731
 
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    if device.startswith("cuda"):
+def _setup(arch: str, args):
+    import torch
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model, size = build(arch)
+    dtype = getattr(torch, args.dtype)
+    model = model.to(device=args.device, dtype=dtype).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(args.batch if arch != "small" else args.small_batch, 3, size, size, device=args.device,
+                    dtype=dtype)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    return model, x, sync
+
+
+def memory_child(arch: str, method: str, args, queue) -> None:
+    """Peak memory of ``method`` in a process of its own: (live MiB, RSS MiB)."""
+    import torch
+    model, x, sync = _setup(arch, args)
+    if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    else:
-        base = _peak_rss_mib()
-    step()  # warm-up (and spray's one-off probe)
-    sync()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
+        step, cleanup = make_step(arch, method, model, x)
+        step()
         step()
         sync()
-        times.append(time.perf_counter() - t0)
-    if device.startswith("cuda"):
         live, rss = (torch.cuda.max_memory_allocated() - base) / 2**20, float("nan")
     else:
+        base = _peak_rss_mib()
+        step, cleanup = make_step(arch, method, model, x)
+        live = _peak_live_mib(step)  # the first call attaches and warms up
+        step()
         rss = _peak_rss_mib() - base
-        live = _peak_live_mib(step)
     if cleanup:
         cleanup()
-    queue.put((batch / min(times), live, rss))
+    queue.put((live, rss))
 
 
-def run(arch, method, args):
+def speed_child(arch: str, methods, args, queue) -> None:
+    """Seconds per batch of every method, interleaved: each round times one step of each method
+    (in rotating order) on its own copy of the model, so a slow spell of a shared machine hits all
+    methods of that round alike. Runs rounds until ``--reps`` and ``--min-seconds`` are met."""
+    import copy
+    import time
+    model, x, sync = _setup(arch, args)
+    steps, cleanups = {}, []
+    for m in methods:
+        step, cleanup = make_step(arch, m, copy.deepcopy(model), x)
+        step()  # attach, warm up
+        steps[m] = step
+        cleanups.append(cleanup)
+    sync()
+    times = {m: [] for m in methods}
+    r = 0
+    while r < args.reps or sum(map(sum, times.values())) < args.min_seconds:
+        order = methods[r % len(methods):] + methods[:r % len(methods)]
+        for m in order:
+            t0 = time.perf_counter()
+            steps[m]()
+            sync()
+            times[m].append(time.perf_counter() - t0)
+        r += 1
+    for cleanup in cleanups:
+        if cleanup:
+            cleanup()
+    queue.put(times)
+
+
+def in_child(target, *args):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=measure, args=(arch, method, args.batch if arch != "small" else args.small_batch,
-                                              args.reps, args.device, args.dtype, args.threads, queue))
+    proc = ctx.Process(target=target, args=args + (queue,))
     proc.start()
+    result = queue.get()
     proc.join()
-    return queue.get() if proc.exitcode == 0 else (float("nan"),) * 3
+    return result
 
 
-def combine(rounds):
-    """Best rate, mean memory over rounds."""
-    rates, lives, rsss = zip(*rounds)
-    return max(rates), sum(lives) / len(lives), sum(rsss) / len(rsss)
+def median(values) -> float:
+    values = sorted(values)
+    n = len(values)
+    return (values[n // 2] + values[(n - 1) // 2]) / 2 if n else float("nan")
 
 
 def precision_check(args):
@@ -157,8 +205,9 @@ def main():
     parser.add_argument("--archs", default="vgg16,resnet50,small")
     parser.add_argument("--batch", type=int, default=8, help="batch size at 224x224")
     parser.add_argument("--small-batch", type=int, default=64, help="batch size at 32x32")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the method list, interleaved")
+    parser.add_argument("--reps", type=int, default=3, help="interleaved rounds at least")
+    parser.add_argument("--min-seconds", type=float, default=60.0,
+                        help="and rounds until this much time has been timed, all methods together")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=2)
@@ -168,24 +217,30 @@ def main():
     methods = args.methods.split(",")
     print(f"device={args.device} dtype={args.dtype} threads={args.threads} reps={args.reps} "
           f"batch={args.batch} (224px) / {args.small_batch} (32px)")
-    nan3 = (float("nan"),) * 3
+    nan = float("nan")
     for arch in args.archs.split(","):
-        rounds = {m: [] for m in methods}
-        for _ in range(args.rounds):
-            for m in methods:
-                rounds[m].append(run(arch, m, args))
-        results = {m: combine(r) for m, r in rounds.items()}
-        print(f"\n## {arch}\n{'method':28s} {'samples/s':>10s} {'live MiB':>9s} {'RSS MiB':>8s}")
+        memory = {m: in_child(memory_child, arch, m, args) for m in methods}
+        times = in_child(speed_child, arch, methods, args)
+        batch = args.batch if arch != "small" else args.small_batch
+        print(f"\n## {arch} ({len(times[methods[0]])} interleaved rounds)")
+        print(f"{'method':28s} {'samples/s':>10s} {'live MiB':>9s} {'RSS MiB':>8s}")
         for m in methods:
-            print(f"{m:28s} {results[m][0]:10.2f} {results[m][1]:9.0f} {results[m][2]:8.0f}")
-        grad_rate, grad_live, grad_rss = results.get("gradient", nan3)
+            print(f"{m:28s} {batch / median(times[m]):10.2f} {memory[m][0]:9.0f} {memory[m][1]:8.0f}")
+
+        def paired(a, b):
+            """Median over rounds of b's time over a's: a's speed relative to b's."""
+            if a not in times or b not in times:
+                return nan
+            return median([tb / ta for ta, tb in zip(times[a], times[b])])
+
+        def mem(m, i, ref="gradient"):
+            return memory[m][i] / memory[ref][i] if m in memory and ref in memory else nan
         print(f"{'spray composite':28s} {'/grad':>7s} {'/zennit':>8s} {'live/grad':>10s} {'RSS/grad':>9s} "
               f"{'zennit live/grad':>17s}")
         for preset in ("epsilon", "epsilon_plus_flat", "epsilon_gamma_box"):
-            rate, live, rss = results.get(f"spray:{preset}", nan3)
-            zrate, zlive, _ = results.get(f"zennit:{preset}", nan3)
-            print(f"{preset:28s} {rate / grad_rate:7.2f} {rate / zrate:8.2f} {live / grad_live:10.2f} "
-                  f"{rss / grad_rss:9.2f} {zlive / grad_live:17.2f}")
+            sp, zn = f"spray:{preset}", f"zennit:{preset}"
+            print(f"{preset:28s} {paired(sp, 'gradient'):7.2f} {paired(sp, zn):8.2f} {mem(sp, 0):10.2f} "
+                  f"{mem(sp, 1):9.2f} {mem(zn, 0):17.2f}")
     if args.half:
         precision_check(args)
 
