@@ -122,7 +122,7 @@ def stage(args) -> None:
     finished = []  # (time, samples) per shard, for the rate after every worker's first shard
 
     def on_shard(rec):
-        finished.append((time.perf_counter(), rec["count"]))
+        finished.append((time.perf_counter(), rec["count"], rec["seconds"], rec["lrp_seconds"]))
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
             Client(lc) as client:
         client.run(lambda: None)  # workers up
@@ -132,11 +132,12 @@ def stage(args) -> None:
         seconds = time.perf_counter() - start
         workers = list(client.run(_memory).values())
     warm = finished[args.workers - 1:]  # from the moment every worker has its model loaded and warm
-    steady = sum(c for _, c in warm[1:]) / (warm[-1][0] - warm[0][0]) if len(warm) > 1 else float("nan")
+    steady = sum(r[1] for r in warm[1:]) / (warm[-1][0] - warm[0][0]) if len(warm) > 1 else float("nan")
+    lrp_share = sum(r[3] for r in finished) / sum(r[2] for r in finished)
     with HeatmapStore(args.store) as st:
         info = st.describe()
     print(json.dumps({"samples": result.samples, "seconds": seconds, "rate": result.samples / seconds,
-                      "steady_rate": steady,
+                      "steady_rate": steady, "lrp_share": lrp_share,
                       "bytes_per_sample": info["bytes_per_sample"],
                       "worker_peak_mib": max(w["VmHWM"] for w in workers),
                       "worker_anon_mib": max(w["RssAnon"] for w in workers),
@@ -194,6 +195,9 @@ def main() -> None:
     print(f"{f'stage, {args.workers} workers':38s} {many['rate']:10.1f} {many['rate'] / one['rate']:8.2f} "
           f"{many['steady_rate']:9.1f} {many['steady_rate'] / one['steady_rate']:8.2f} {many['seconds']:8.1f}  "
           f"vs 1 worker (target >= 1.8; ceiling above)")
+    print(f"share of the workers' task time spent in the LRP engine (the rest reads, preprocesses, writes and "
+          f"verifies), timed inside the same tasks: 1 worker {one['lrp_share']:.1%}, {args.workers} workers "
+          f"{many['lrp_share']:.1%}")
     print(f"store: {one['bytes_per_sample']:.0f} bytes/sample (relevance 1x32x32 float16 = 2048 raw)")
     print("memory, MiB: client peak RSS; worker peak RSS (includes memory-mapped input pages) and anonymous")
     print(f"{'':38s} {'client':>10s} {'worker':>10s} {'w. anon':>10s} {'samples/s':>10s}")

@@ -162,3 +162,58 @@ def test_select_by_class_and_ids(folder):
         select(src, ids=["cat/9.png"])
     with pytest.raises(ConfigError, match="'bird' not in"):
         select(src, classes=["bird"])
+
+
+def _item_by_item(ds, size):
+    """The reference: the same data set read one sample at a time."""
+    from spray.data.loader import collate
+    return [collate([ds[j] for j in range(s, min(s + size, len(ds)))]) for s in range(0, len(ds), size)]
+
+
+@pytest.mark.parametrize("layout", ["npz-uint8", "npz-grey-convert", "hdf5-float", "hdf5-shuffled"])
+def test_batched_reads_equal_item_by_item_reads(tmp_path, layout, monkeypatch):
+    rng = np.random.default_rng(0)
+    if layout.startswith("npz"):
+        channels = 1 if "grey" in layout else 3
+        path = tmp_path / "d.npz"
+        np.savez(path, images=rng.integers(0, 256, (10, 12, 14, channels), dtype=np.uint8), labels=np.arange(10) % 3)
+        src = NpzSource(path)
+    else:
+        path = tmp_path / "d.h5"
+        with h5py.File(path, "w") as fh:
+            fh["images"] = rng.random((10, 3, 12, 14), dtype=np.float32)
+            fh["labels"] = np.arange(10) % 3
+        src = HDF5Source(path)
+    pre = Preprocess(resize=9, center_crop=[8, 6], mean=[0.4, 0.5, 0.6], std=[0.2, 0.3, 0.25], convert=True)
+    indices = [7, 2, 3, 9, 0] if layout.endswith("shuffled") else [1, 2, 3, 4, 6, 8, 9]
+    ds = SampleDataset(src, pre, indices)
+    slow = _item_by_item(ds, 3)
+    if not layout.endswith("shuffled"):  # h5py reads increasing indices only: that one goes item by item
+        monkeypatch.setattr(SampleDataset, "__getitem__", lambda self, j: pytest.fail("read item by item"))
+    fast = list(batches(ds, 3))
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow):
+        assert torch.equal(a.x, b.x) and torch.equal(a.labels, b.labels)
+        assert a.ids == b.ids and a.indices.tolist() == b.indices.tolist() and a.x.is_contiguous()
+
+
+def test_batched_read_with_a_bad_sample_reports_it_as_item_by_item(tmp_path):
+    images = np.random.default_rng(0).random((6, 3, 8, 8)).astype(np.float32)
+    images[4, 1, 2, 3] = np.nan
+    path = tmp_path / "d.npz"
+    np.savez(path, images=images, labels=np.zeros(6, np.int64), ids=[f"s{i}" for i in range(6)])
+    src = NpzSource(path)
+    with pytest.raises(InputError, match=r"'s4'.*NaN"):
+        list(batches(SampleDataset(src, Preprocess()), 4))
+    got = list(batches(SampleDataset(src, Preprocess(), on_error="skip"), 4))
+    assert [s.id for b in got for s in b.skipped] == ["s4"]
+    assert [i for b in got for i in b.ids] == ["s0", "s1", "s2", "s3", "s5"]
+
+
+def test_unscaled_uint8_pixels_and_their_bounds():
+    image = np.full((4, 4, 3), 200, np.uint8)
+    pre = Preprocess(scale=False, mean=[100.0], std=[50.0])
+    assert torch.allclose(pre(image), torch.full((3, 4, 4), 2.0))
+    assert torch.equal(pre.batch(image[None]), pre(image)[None])
+    assert pre.input_range() == ([-2.0] * 3, [pytest.approx(3.1)] * 3)
+    assert torch.allclose(pre.from_unit(torch.full((1, 3, 2, 2), 200 / 255)), torch.full((1, 3, 2, 2), 2.0))

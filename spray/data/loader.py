@@ -1,8 +1,11 @@
 """Lazy, batched reading of a :class:`Source` through a torch DataLoader.
 
-Samples are decoded and preprocessed one at a time in the loader's workers, so memory is bounded by
-the batch size and the prefetch, never by the data set. A bad sample either stops the run with an
-error that names it (``on_error="stop"``) or is skipped and recorded with its reason (``"skip"``).
+Memory is bounded by the batch size and the prefetch, never by the data set. Sources that hold
+same-sized arrays (npz, HDF5, in-memory arrays) are read and preprocessed a whole batch at a time;
+other sources (image folders) are decoded one sample at a time, in the loader's workers when asked.
+A bad sample either stops the run with an error that names it (``on_error="stop"``) or is skipped
+and recorded with its reason (``"skip"``); a batch with a bad sample is redone sample by sample, so
+both paths report the same.
 """
 from __future__ import annotations
 
@@ -73,6 +76,23 @@ class SampleDataset(Dataset):
             raise
         return x, int(self.source.labels[index]), self.source.ids[index], index
 
+    def batch(self, positions: range) -> Batch:
+        """Items ``positions`` as one batch: one read and one preprocessing pass where the source
+        reads many samples at once and all of them are good; else item by item."""
+        indices = self.indices[positions.start:positions.stop]
+        images = self.source.load_many(indices)
+        if images is not None:
+            try:
+                x = self.preprocess.batch(images, f"{self.source.describe().get('path', self.source.kind)} "
+                                                  f"rows {int(indices[0])}..{int(indices[-1])}")
+            except InputError:
+                x = None  # item by item names the sample
+            if (x is not None and (self.shape is None or tuple(x.shape[1:]) == self.shape)
+                    and bool(torch.isfinite(x).all())):
+                return Batch(x, torch.from_numpy(self.source.labels[indices]).long(),
+                             [self.source.ids[i] for i in indices], indices.copy())
+        return collate([self[j] for j in positions])
+
 
 def collate(items) -> Batch:
     good = [it for it in items if not isinstance(it, Skipped)]
@@ -88,6 +108,10 @@ def batches(dataset: SampleDataset, batch_size: int = 64, num_workers: int = 0) 
     tasks: dask's worker processes are daemonic and cannot start children)."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if num_workers == 0:
+        for start in range(0, len(dataset), batch_size):
+            yield dataset.batch(range(start, min(start + batch_size, len(dataset))))
+        return
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate, persistent_workers=False)
     yield from loader

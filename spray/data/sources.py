@@ -41,6 +41,11 @@ class Source:
         """The raw image of sample ``index`` (PIL image, HWC uint8 array or CHW float array)."""
         raise NotImplementedError
 
+    def load_many(self, indices: np.ndarray) -> Optional[np.ndarray]:
+        """The raw images of ``indices`` stacked (NHWC uint8 or NCHW float32) in one read, or None
+        where this source reads one sample at a time (then the loader calls :meth:`load`)."""
+        return None
+
     def location(self, index: int) -> str:
         """Where sample ``index`` comes from, for error messages."""
         return f"{self.describe().get('path', self.kind)} sample {self.ids[index]!r}"
@@ -169,6 +174,10 @@ class ArraySource(Source):
             return image
         return image.astype(np.float32, copy=False)
 
+    def load_many(self, indices: np.ndarray) -> np.ndarray:
+        images = np.asarray(self.images[_as_slice(indices)])
+        return images if images.dtype == np.uint8 else images.astype(np.float32, copy=False)
+
     def location(self, index: int) -> str:
         return f"{self.where} sample {self.ids[index]!r} (row {index})"
 
@@ -233,6 +242,14 @@ def _npz_images(path: Path, data) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran_order else "C")
 
 
+def _as_slice(indices: np.ndarray):
+    """A run of consecutive indices as a slice (one contiguous read), else the indices."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if len(indices) and indices[-1] - indices[0] == len(indices) - 1 and (np.diff(indices) == 1).all():
+        return slice(int(indices[0]), int(indices[-1]) + 1)
+    return indices
+
+
 class HDF5Source(Source):
     """Images and labels in HDF5 datasets (names from the config). The file is opened per process
     on first read (h5py handles cannot cross processes); labels and ids are read once up front."""
@@ -266,12 +283,22 @@ class HDF5Source(Source):
         self._pid = None
         self._check(str(self.path))
 
-    def load(self, index: int):
+    def _images(self):
+        """The images dataset, opened once per process."""
         import h5py
         if self._file is None or self._pid != os.getpid():
             self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
-        image = self._file[self.images_key][index]
+        return self._file[self.images_key]
+
+    def load(self, index: int):
+        image = self._images()[index]
         return image if image.dtype == np.uint8 else image.astype(np.float32)
+
+    def load_many(self, indices: np.ndarray) -> Optional[np.ndarray]:
+        if len(indices) > 1 and not (np.diff(indices) > 0).all():
+            return None  # h5py reads increasing indices only
+        images = self._images()[_as_slice(indices)]
+        return images if images.dtype == np.uint8 else images.astype(np.float32)
 
     def __getstate__(self):
         state = dict(self.__dict__)

@@ -126,9 +126,9 @@ def run_explain(spec: ExplainSpec, store: Path, *, classes: Optional[Sequence] =
         def finished(rec: dict) -> None:
             writer.record(rec)
             bar.update(by_id[rec["shard"]].spec.count)
-            log.info("shard %d (class %d, %d samples, %d skipped) in %.2f s on pid %s",
+            log.info("shard %d (class %d, %d samples, %d skipped) in %.2f s (LRP %.2f s) on pid %s",
                      rec["shard"], by_id[rec["shard"]].spec.label, rec["count"], rec["skipped"], rec["seconds"],
-                     rec.get("pid"))
+                     rec.get("lrp_seconds", float("nan")), rec.get("pid"))
             if on_shard is not None:
                 on_shard(rec)
 

@@ -24,6 +24,7 @@ from ..store import ShardData, write_shard
 from .plan import ShardTask
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
+TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -148,18 +149,22 @@ def explain_shard(spec: ExplainSpec, task: ShardTask, store: str) -> dict:
     out = {k: [] for k in ("relevance", "index", "label", "prediction", "target", "logits")}
     ids, skipped = [], []
     dtype = DTYPES[spec.dtype]
+    lrp_seconds = 0.0  # the engine's share of this task: the rest is reading, preprocessing and writing
     for batch in batches(dataset, spec.batch_size, num_workers=0):
         skipped += [{"id": s.id, "index": s.index, "reason": s.reason} for s in batch.skipped]
         if not len(batch):
             continue
+        lrp_started = time.perf_counter()
         x = batch.x.to(rt.device, non_blocking=True)
         target = batch.labels.to(rt.device) if spec.target == "label" else None
         result = rt.lrp.explain(x, target)
         relevance = result.relevance
         if spec.channels == "sum":
             relevance = relevance.sum(1, keepdim=True)
-        relevance = relevance.float().cpu().numpy()
-        stored = relevance.astype(dtype)
+        # converted by torch, on the device: numpy's float16 conversion is ~70x slower on the subnormal
+        # values that small relevances produce; the result is the same, bit for bit
+        stored = relevance.to(TORCH_DTYPES[spec.dtype]).cpu().numpy()
+        lrp_seconds += time.perf_counter() - lrp_started
         if not np.isfinite(stored).all():
             bad = batch.ids[int(np.flatnonzero(~np.isfinite(stored).reshape(len(stored), -1).all(1))[0])]
             raise InputError(f"relevance of sample {bad!r} is not finite in {spec.dtype} (overflow or NaN); "
@@ -184,4 +189,5 @@ def explain_shard(spec: ExplainSpec, task: ShardTask, store: str) -> dict:
     path = Path(store) / task.spec.filename
     digest = write_shard(path, data, {"shard": task.spec.shard, "label": task.spec.label})
     return {"shard": task.spec.shard, "count": len(ids), "checksum": digest, "skipped": len(skipped),
-            "seconds": round(time.perf_counter() - started, 3), "pid": os.getpid(), "device": str(rt.device)}
+            "seconds": round(time.perf_counter() - started, 3), "lrp_seconds": round(lrp_seconds, 3),
+            "pid": os.getpid(), "device": str(rt.device)}
