@@ -178,7 +178,8 @@ def _take_output(ctx) -> Tensor:
     out, ctx.out = ctx.out, None
     if out is None:
         raise RuntimeError(f"spray.lrp: backward ran twice through '{ctx.node.path}' (retain_graph); an attached "
-                           f"LRP composite supports one backward pass per forward")
+                           f"LRP composite supports one backward pass per forward: run the forward again, or "
+                           f"close the LRP object (lrp.close()) before differentiating the model yourself")
     if out._version != ctx.out_version:
         raise RuntimeError(f"spray.lrp: the output of '{ctx.node.path}' was modified in place after the forward "
                            f"pass (an in-place activation or '+='), so its relevance would be wrong; make that "

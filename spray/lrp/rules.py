@@ -280,10 +280,10 @@ class Gamma(Rule):
             r_pos, r_neg, use_neg_out = relevance.tensor(), None, False
         else:
             z = relevance.z
-            r = relevance.tensor()
-            r_pos = (z > 0).to(r) * r
-            r = r.mul_((z < 0).to(r))
-            r_neg, r, z = r, None, None
+            r_neg = relevance.tensor()
+            r_pos = (z > 0).to(r_neg) * r_neg
+            r_neg.mul_((z < 0).to(r_neg))  # R itself becomes its negative-output part
+            del z
             use_neg_out = bool(r_neg.any())
         p = op.forward(xp, wu, bu).add_(op.forward(xn, wd, None))
         sp = divide(r_pos, p, self.stabilizer, own_r=True, own_d=True)
