@@ -1,9 +1,7 @@
 """The explain stage: plan shards, run them on dask workers (or in-process), fill the store.
 
-Distribution is dask.distributed: a LocalCluster by default, an existing scheduler by address
-(``cluster.address``, which dask-jobqueue/SLURM or the Kubernetes operator hand out), or a
-synchronous in-process mode for debugging. At most a few tasks per worker are in flight, so the
-client's and the scheduler's memory do not grow with the data set. A killed worker's task is
+Distribution is :mod:`spray.cluster` (dask.distributed): a LocalCluster by default, an existing
+scheduler by address, or a synchronous in-process mode for debugging. A killed worker's task is
 re-run elsewhere by the scheduler; shard files are written atomically, so nothing is written twice
 or half.
 """
@@ -12,11 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..cluster import ClusterSpec, open_client, run_bounded
 from ..data.open import open_source
 from ..data.sources import select
 from ..errors import SprayError
@@ -26,18 +26,6 @@ from .plan import make_plan
 from .task import ExplainSpec, explain_shard, resolve_composite
 
 log = logging.getLogger("spray.explain")
-
-
-@dataclass
-class ClusterSpec:
-    """Where tasks run: ``mode`` "local" (LocalCluster of ``n_workers`` processes), "address"
-    (connect to ``address``; "env" takes DASK_SCHEDULER_ADDRESS / dask's config), or "synchronous"."""
-
-    mode: str = "local"
-    n_workers: int = 2
-    threads_per_worker: int = 1
-    address: Optional[str] = None
-    dashboard: bool = True
 
 
 @dataclass
@@ -88,17 +76,6 @@ def prepare(spec: ExplainSpec, classes: Optional[Sequence] = None, ids: Optional
                               "ids": list(ids) if ids is not None else None}}
     tasks = make_plan(source.ids, source.labels, selected, shard_size)
     return spec, tasks, identity
-
-
-def _client(cluster: ClusterSpec):
-    from distributed import Client, LocalCluster
-    if cluster.mode == "address":
-        client = Client(None if cluster.address in (None, "env") else cluster.address)
-        return client, None
-    local = LocalCluster(n_workers=cluster.n_workers, threads_per_worker=cluster.threads_per_worker,
-                         processes=True, dashboard_address=":0" if cluster.dashboard else None,
-                         silence_logs=logging.ERROR)
-    return Client(local), local
 
 
 def run_explain(spec: ExplainSpec, store: Path, *, classes: Optional[Sequence] = None,
@@ -152,36 +129,7 @@ def run_explain(spec: ExplainSpec, store: Path, *, classes: Optional[Sequence] =
 
 
 def _run_distributed(spec: ExplainSpec, todo, store: str, cluster: ClusterSpec, client, finished) -> None:
-    from distributed import as_completed
-    own = client is None
-    local = None
-    if own:
-        client, local = _client(cluster)
-    try:
-        if client.dashboard_link and cluster.dashboard:
-            log.warning("dask dashboard: %s", client.dashboard_link)
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        window = 2 * n_workers + 2
-        queue = list(todo)
-        key = spec.key[:10]
-
-        def submit(task):
-            return client.submit(explain_shard, spec, task, store, key=f"explain-{key}-{task.spec.shard}", pure=False)
-
-        running = as_completed([submit(queue.pop(0)) for _ in range(min(window, len(queue)))])
-        for future in running:
-            try:
-                rec = future.result()
-            except BaseException:
-                for other in running.futures:
-                    other.cancel()
-                raise
-            finished(rec)
-            future.release()
-            if queue:
-                running.add(submit(queue.pop(0)))
-    finally:
-        if own:
-            client.close()
-            if local is not None:
-                local.close()
+    key = spec.key[:10]
+    with open_client(cluster, client) as client:
+        run_bounded(client, partial(explain_shard, spec), todo, args=(store,),
+                    key=lambda task: f"explain-{key}-{task.spec.shard}", on_result=lambda task, rec: finished(rec))

@@ -1,0 +1,93 @@
+"""Where a run's tasks execute: one dask client per stage, shared by every stage that distributes work.
+
+``ClusterSpec`` says where (a LocalCluster of worker processes, an existing scheduler by address as
+dask-jobqueue/SLURM or the Kubernetes operator hand it out, or in-process for debugging);
+:func:`open_client` connects; :func:`run_bounded` keeps a few tasks per worker in flight, so that the
+client's and the scheduler's memory do not grow with the number of tasks, and stops at the first
+task error with that error (the others are cancelled).
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Optional
+
+log = logging.getLogger("spray.cluster")
+
+
+@dataclass
+class ClusterSpec:
+    """Where tasks run: ``mode`` "local" (LocalCluster of ``n_workers`` processes), "address"
+    (connect to ``address``; "env" takes DASK_SCHEDULER_ADDRESS / dask's config), or "synchronous"."""
+
+    mode: str = "local"
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    address: Optional[str] = None
+    dashboard: bool = True
+
+
+@contextmanager
+def open_client(cluster: ClusterSpec, client=None) -> Iterator:
+    """A distributed ``Client`` for ``cluster`` (``client`` itself when given; None in synchronous mode).
+
+    A LocalCluster started here is closed on exit; an existing scheduler is only disconnected from.
+    """
+    if client is not None or cluster.mode == "synchronous":
+        yield client
+        return
+    from distributed import Client, LocalCluster
+    local = None
+    if cluster.mode == "address":
+        own = Client(None if cluster.address in (None, "env") else cluster.address)
+    else:
+        local = LocalCluster(n_workers=cluster.n_workers, threads_per_worker=cluster.threads_per_worker,
+                             processes=True, dashboard_address=":0" if cluster.dashboard else None,
+                             silence_logs=logging.ERROR)
+        own = Client(local)
+    try:
+        if own.dashboard_link and cluster.dashboard:
+            log.warning("dask dashboard: %s", own.dashboard_link)
+        yield own
+    finally:
+        own.close()
+        if local is not None:
+            local.close()
+
+
+def n_workers(client) -> int:
+    """Workers the scheduler knows now (at least 1)."""
+    return max(1, len(client.scheduler_info().get("workers", {})))
+
+
+def run_bounded(client, fn: Callable, items: Iterable, *, key: Callable[[object], str],
+                on_result: Callable[[object, object], None], args: tuple = (), window: Optional[int] = None) -> None:
+    """``fn(item, *args)`` for every item on ``client``, at most ``window`` tasks in flight (default two
+    per worker plus two); ``on_result(item, result)`` in completion order, in this process.
+
+    On the first task that fails, the tasks still in flight are cancelled and its exception is raised
+    here, as the worker raised it.
+    """
+    from distributed import as_completed
+    queue = list(items)
+    window = window or 2 * n_workers(client) + 2
+    of_future = {}
+
+    def submit(item):
+        future = client.submit(fn, item, *args, key=key(item), pure=False)
+        of_future[future.key] = item
+        return future
+
+    running = as_completed([submit(queue.pop(0)) for _ in range(min(window, len(queue)))])
+    for future in running:
+        try:
+            result = future.result()
+        except BaseException:
+            for other in list(running.futures):
+                other.cancel()
+            raise
+        on_result(of_future.pop(future.key), result)
+        future.release()
+        if queue:
+            running.add(submit(queue.pop(0)))
