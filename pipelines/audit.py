@@ -120,15 +120,20 @@ class Run:
         (self.folder / "job.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
     # -- stages ----------------------------------------------------------------------------------
+    def cluster_spec(self) -> ClusterSpec:
+        """Where the explain and the analysis tasks run (the job's ``cluster:``)."""
+        c = self.job.cluster
+        return ClusterSpec(mode=c.mode, n_workers=c.n_workers, threads_per_worker=c.threads_per_worker,
+                           address=c.address, dashboard=c.dashboard)
+
     def explain(self):
-        e, c = self.job.explain, self.job.cluster
-        cluster = ClusterSpec(mode=c.mode, n_workers=c.n_workers, threads_per_worker=c.threads_per_worker,
-                              address=c.address, dashboard=c.dashboard)
+        e = self.job.explain
         result = run_explain(self.spec, self.store, classes=e.classes, ids=e.ids, shard_size=e.shard_size,
-                             cluster=cluster, progress=self.progress)
+                             cluster=self.cluster_spec(), progress=self.progress)
         log.info("explain: %d samples in %d shards (%d computed, %d reused) in %.1f s", result.samples, result.shards,
                  result.computed, result.reused, result.seconds)
-        self._mark("explain", self._store_state(), samples=result.samples, seconds=round(result.seconds, 2))
+        self._mark("explain", self._store_state(), samples=result.samples, seconds=round(result.seconds, 2),
+                   shards_computed=result.computed, shards_reused=result.reused)
         return result
 
     def analysis_params(self) -> AnalysisParams:
@@ -137,7 +142,8 @@ class Run:
                               pca=a.pca, n_eigval=a.n_eigval, k_range=(a.k_min, a.k_max), clusterer=a.clusterer,
                               embeddings=tuple(a.embeddings), embed_on=a.embed_on, random_state=a.seed,
                               group_by=a.group_by, min_class_size=a.min_class_size,
-                              n_examples=self.job.report.examples, threshold=a.threshold, classes=a.classes)
+                              n_examples=self.job.report.examples, threshold=a.threshold, classes=a.classes,
+                              embed_top=a.embed_top)
 
     def analyze(self) -> dict:
         self._need_store()
@@ -145,8 +151,9 @@ class Run:
         inputs = _hash(self._store_state(), params.__dict__)
         if self._fresh("analyze", inputs, [self.analysis / "analysis.json", self.analysis / "analysis.h5"]):
             return json.loads((self.analysis / "analysis.json").read_text())
-        summary = analyze_store(self.store, self.analysis, params, progress=self.progress)
-        self._mark("analyze", inputs, seconds=summary["seconds"])
+        summary = analyze_store(self.store, self.analysis, params, progress=self.progress, cluster=self.cluster_spec())
+        self._mark("analyze", inputs, seconds=summary["seconds"], **summary["reuse"],
+                   embedding={m: n for m, n in summary["embedding"]["classes"].items()})
         return summary
 
     def verify(self) -> Optional[Dict[str, dict]]:
