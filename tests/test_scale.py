@@ -17,7 +17,7 @@ from spray.analysis.synthetic import Plant, write_synthetic_store
 from spray.analysis.tasks import thread_cap
 from spray.cluster import ClusterSpec
 
-PLANTS = [Plant(1, "patch", 0.25, 3.0), Plant(4, "background", 0.25, 2.0)]
+PLANTS = [Plant(1, "patch", 0.25, 8.0), Plant(4, "background", 0.25, 2.0)]
 FAST = dict(embeddings=(), k_range=(2, 6))
 
 

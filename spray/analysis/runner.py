@@ -142,6 +142,7 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
     started = time.perf_counter()
     with HeatmapStore(store_path) as store:
         tasks, skipped = plan(store, params)
+    plan_seconds = time.perf_counter() - started
     records: Dict[int, dict] = {}
     todo = []
     for task in tasks:
@@ -223,7 +224,7 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
     P.merge(out, entries, params.embed_on, {k: v for k, v in summary.items() if k != "classes"}, virelay_methods)
     keep = [e["part"] for e in entries] + [p for m in maps.values() for p in m.values()]
     P.remove_stale(parts, [t.label for t in tasks], keep)
-    summary["costs"] = {"classes": costs, "maps": {m: round(sum(v), 2) for m, v in embed_costs.items()},
+    summary["costs"] = {"plan_seconds": round(plan_seconds, 2), "classes": costs, "maps": {m: round(sum(v), 2) for m, v in embed_costs.items()},
                         "merge_seconds": round(time.perf_counter() - merge_started, 2),
                         "worker_peak_rss_mib": {str(pid): mib for pid, mib in workers.items()}}
     summary["seconds"] = round(time.perf_counter() - started, 2)

@@ -164,8 +164,7 @@ def write_synthetic_store(folder: Union[str, Path], n_classes: int, per_class: i
     return folder
 
 
-def planted_ids(folder: Union[str, Path], plant: Plant, per_class: int, size: int = 32, seed: int = 0,
-                noise: float = 0.3) -> list:
+def planted_ids(plant: Plant, per_class: int, size: int = 32, seed: int = 0, noise: float = 0.3) -> list:
     """Ids of the samples that carry ``plant`` in a store written with these arguments."""
     _, planted = _class_maps(plant.label, per_class, size, seed, plant, noise)
     return [f"class{plant.label:04d}/{i:06d}" for i in np.flatnonzero(planted)]
