@@ -98,7 +98,7 @@ def diff_class(label: int, ra: dict, rb: dict, va: dict, vb: dict) -> dict:
         entry["change"] = ("flag appeared" if entry["flagged_b"] and not entry["flagged_a"] else
                            "flag disappeared" if entry["flagged_a"] and not entry["flagged_b"] else
                            "appeared" if ca is None else "disappeared" if cb is None else
-                           "flagged in both" if entry["flagged_a"] else "unchanged")
+                           "flagged in both" if entry["flagged_a"] else "matched")
         clusters.append(entry)
     flagged_a = {m for c in ra["clusters"] if c["flagged"] for m in c["members"]}
     flagged_b = {m for c in rb["clusters"] if c["flagged"] for m in c["members"]}
@@ -159,8 +159,8 @@ def to_text(d: dict) -> str:
         lines.append(f"class {c['label']} ({c['name']}): n {c['n_a']} -> {c['n_b']}, k {c['k_a']} -> {c['k_b']}, "
                      f"attention rank {_num(c['rank_a'], '{}')} -> {_num(c['rank_b'], '{}')}")
         for m in c["clusters"]:
-            if m["change"] == "unchanged" and not m["score_change"]:
-                continue
+            if m["change"] == "matched" and m["overlap"] >= 0.9 and abs(m["score_change"]) < 0.02:
+                continue  # the same cluster, the same suspicion
             lines.append(f"  cluster {_num(m['a'], '{}')} -> {_num(m['b'], '{}')}: {m['change']} (overlap "
                          f"{m['overlap']:.2f}; suspicion {_num(m['score_a'])} -> {_num(m['score_b'])}; flip rate "
                          f"{_num(m['flip_a'], '{:.0%}')} -> {_num(m['flip_b'], '{:.0%}')})")

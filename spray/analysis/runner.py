@@ -150,7 +150,7 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
         if record is None:
             todo.append(task)
         else:
-            records[task.label] = record
+            records[task.label] = {**record, "name": task.name}
     log.info("analysis: %d classes, %d reused (samples and parameters unchanged), %d to compute%s", len(tasks),
              len(records), len(todo), "" if cluster.mode == "synchronous" and client is None else
              f" on the cluster ({cluster.mode})")
