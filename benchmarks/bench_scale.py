@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import shutil
 import statistics
@@ -158,12 +159,15 @@ def main() -> None:
     print(f"\nextrapolation to 1000 classes from the per-class costs of the {max(runs)}-worker run ({n} classes: "
           f"{class_work / n:.2f} s of task time per class, longest {longest:.1f} s; {map_each:.1f} s per 2-D map, "
           f"{maps_at_1000} maps; client's serial work {serial:.1f} s, assumed to grow with the classes):")
+    def waves(w: int) -> float:  # classes, then the 2-D maps (after the ranking), each map one task
+        return max(class_work * scale / w, longest) + math.ceil(maps_at_1000 / w) * map_each
+
     for w in (1, 2, 10, 100):
-        tasks = max(class_work * scale / w, longest) + maps_at_1000 * map_each / w
+        tasks = waves(w)
         print(f"  {w:3d} workers: ~{tasks + serial * scale:8.0f} s ({tasks:.0f} s of tasks, {serial * scale:.0f} s serial)")
-    tasks100 = max(class_work * scale / 100, longest) + maps_at_1000 * map_each / 100
+    tasks100 = waves(100)
     print(f"  at 100 workers: tasks ~{tasks100:.0f} s, serial ~{serial * scale:.0f} s. What bounds it: the 2-D maps come "
-          f"after the ranking (a second wave, {maps_at_1000} tasks of ~{map_each:.0f} s), the client's serial work "
+          f"after the ranking (a second wave of {maps_at_1000} tasks: one map, ~{map_each:.0f} s, per worker), the client's serial work "
           f"(planning: ids and shard checksums per class; merge: every part copied into analysis.h5/virelay.h5; "
           f"analysis.json), the store's read bandwidth ({args.per_class * 1000 * 32 * 32 * 2 / 2 ** 30:.1f} GiB of "
           f"heatmaps at 1000 classes, read once) and the scheduler (~1 ms per task)")
