@@ -6,7 +6,8 @@ sample ids both runs hold, one-to-one by the Hungarian method; a pair sharing le
 ``MATCH_MIN`` is no match), and the diff reports: flagged clusters that appeared or disappeared (a
 flagged cluster whose match is unflagged or absent), clusters that appeared or disappeared at all,
 samples that moved into or out of flagged clusters (and new samples that landed in one), the change
-of each matched cluster's suspicion and flip rate, and of the class's attention score and rank.
+of each matched cluster's suspicion and flip rate (``NOTABLE`` or more marks the class as changed),
+and of the class's attention score and rank.
 
 Output: text (the CLI prints it), a JSON document and a self-contained HTML page that links each
 class to its page in RUN_B's report.
@@ -23,6 +24,7 @@ import numpy as np
 from .errors import ConfigError, SprayError
 
 MATCH_MIN = 0.3
+NOTABLE = 0.05  # a change of suspicion or flip rate (absolute) that the diff reports for a matched cluster
 LIST_MAX = 20   # sample ids shown per list in text and HTML (JSON has them all)
 
 
@@ -117,9 +119,11 @@ def diff_class(label: int, ra: dict, rb: dict, va: dict, vb: dict) -> dict:
            "rank_a": att_a.get("rank"), "rank_b": att_b.get("rank")}
     scores = [c["score_change"] for c in clusters if c["score_change"] is not None]
     out["largest_score_change"] = max(scores, key=abs) if scores else None
+    for c in clusters:
+        c["notable"] = any(abs(c[key] or 0.0) >= NOTABLE for key in ("score_change", "flip_change"))
     out["changed"] = bool(out["flags_appeared"] or out["flags_disappeared"] or out["clusters_appeared"]
                           or out["clusters_disappeared"] or out["moved_into_flagged"] or out["moved_out_of_flagged"]
-                          or out["new_in_flagged"] or out["k_a"] != out["k_b"])
+                          or out["new_in_flagged"] or out["k_a"] != out["k_b"] or any(c["notable"] for c in clusters))
     return out
 
 
@@ -159,8 +163,8 @@ def to_text(d: dict) -> str:
         lines.append(f"class {c['label']} ({c['name']}): n {c['n_a']} -> {c['n_b']}, k {c['k_a']} -> {c['k_b']}, "
                      f"attention rank {_num(c['rank_a'], '{}')} -> {_num(c['rank_b'], '{}')}")
         for m in c["clusters"]:
-            if m["change"] == "matched" and m["overlap"] >= 0.9 and abs(m["score_change"]) < 0.02:
-                continue  # the same cluster, the same suspicion
+            if m["change"] in ("matched", "flagged in both") and m["overlap"] >= 0.9 and not m["notable"]:
+                continue  # the same cluster, the same suspicion and flip rate
             lines.append(f"  cluster {_num(m['a'], '{}')} -> {_num(m['b'], '{}')}: {m['change']} (overlap "
                          f"{m['overlap']:.2f}; suspicion {_num(m['score_a'])} -> {_num(m['score_b'])}; flip rate "
                          f"{_num(m['flip_a'], '{:.0%}')} -> {_num(m['flip_b'], '{:.0%}')})")

@@ -7,7 +7,7 @@ import pytest
 from spray.analysis import AnalysisParams, analyze_store
 from spray.analysis.synthetic import Plant, planted_ids, write_synthetic_store
 from spray.cli import EXIT_CONFIG, EXIT_OK, main
-from spray.diff import diff_runs
+from spray.diff import diff_runs, to_text
 
 PER_CLASS, SIZE = 120, 16
 OLD, NEW = Plant(1, "patch", 0.25, 8.0), Plant(3, "patch", 0.25, 8.0)
@@ -61,3 +61,21 @@ def test_cli_diff_prints_and_writes_its_page(runs, tmp_path, capsys):
     assert json.loads((tmp_path / "d" / "diff.json").read_text())["flags_appeared"] == 1
     assert main(["diff", str(a), str(tmp_path / "nowhere"), "--quiet"]) == EXIT_CONFIG
     assert "no analysis.json" in capsys.readouterr().err
+
+
+def test_flip_rate_change_of_a_persisting_flag_is_reported(runs, tmp_path):
+    """The same flagged cluster in both runs (a retrained model that still uses the shortcut), verified
+    with other flip rates: the class counts as changed and the change is in text and JSON."""
+    import shutil
+    a, _ = runs
+    d = diff_runs(a, a)
+    flagged = next(m for c in d["classes"] for m in c["clusters"] if m["flagged_a"])
+    key = f"1/{flagged['a']}"
+    for name, rate in (("a", 0.4), ("b", 0.8)):
+        shutil.copytree(a / "analysis", tmp_path / name / "analysis", ignore=shutil.ignore_patterns("parts"))
+        (tmp_path / name / "analysis" / "verification.json").write_text(json.dumps({key: {"rate": rate, "n": 100}}))
+    d = diff_runs(tmp_path / "a", tmp_path / "b")
+    c1 = next(c for c in d["classes"] if c["label"] == 1)
+    m = next(m for m in c1["clusters"] if m["flagged_a"])
+    assert m["change"] == "flagged in both" and m["flip_change"] == pytest.approx(0.4) and c1["changed"]
+    assert d["classes_changed"] == 1 and "flip rate 40% -> 80%" in to_text(d)
