@@ -4,7 +4,8 @@ Outputs in ``out``:
 - ``analysis.h5``: per class ``/<label:08d>/`` with ``index`` (store rows), ``eigenvalues``
   (Laplacian, ascending), ``embedding/*``, ``cluster/<method>-NN`` for the whole k range,
   ``prototype`` (class mean map, then one per cluster of the chosen k), ``medoids/<cluster>``,
-  ``mask/<cluster>`` (what a flip test pastes, for flagged clusters) and the JSON record as an attribute;
+  ``mask/<cluster>`` (what a flip test pastes, for flagged local findings), ``sample_score`` (every
+  sample's suspicion, aligned with ``index``) and the JSON record as an attribute;
 - ``virelay.h5``: the layout ViRelAy loads (same names in every class, eigenvalues in CoRelAy's order);
 - ``analysis.json``: per class n, k, eigengap, runner-up, graph components and per-cluster suspicion.
 Classes are read from the store as contiguous slabs, one at a time, so memory is one class.
@@ -26,6 +27,7 @@ from ..errors import ConfigError
 from ..store import HeatmapStore
 from .estimator import SpRAy
 from .spectral import to_corelay_order
+from .features import read_pixels
 from .suspicion import THRESHOLD, region_mask, score_clusters
 
 log = logging.getLogger("spray.analysis")
@@ -86,10 +88,12 @@ def analyze_class(store: HeatmapStore, label: int, params: AnalysisParams):
     sp = params.estimator().fit(relevance)
     k = sp.k_
     n_clusters = int(sp.labels_.max()) + 1  # k for k-means/agglomerative; found by density for (H)DBSCAN
-    susp = score_clusters(sp.pooled_, sp.labels_, sp.graph_, sp.pool_factor_, params.threshold)
+    pixels = read_pixels(store.provenance, store.index[rows], sp.pooled_.shape[1:], sp.pool_factor_)
+    scores = score_clusters(sp.pooled_, sp.labels_, sp.graph_, sp.pool_factor_, params.threshold, pixels=pixels)
+    susp = scores.clusters
     protos = prototypes(relevance, sp.labels_, n_clusters)
     meds = medoids(sp.embedding_, sp.labels_, n_clusters, params.n_examples)
-    masks = {s.cluster: region_mask(s, sp.pooled_, sp.pool_factor_) for s in susp if s.flagged}
+    masks = {s.cluster: region_mask(s, sp.pool_factor_) for s in susp if s.flagged and s.kind == "local"}
     ids = np.asarray(store.ids, dtype=object)
     record = {
         "label": int(label), "n": int(len(rows)), "k": int(k),
@@ -103,7 +107,7 @@ def analyze_class(store: HeatmapStore, label: int, params: AnalysisParams):
         "clusters": [{**s.to_dict(), "members": ids[rows[sp.labels_ == s.cluster]].tolist(),
                       "medoids": ids[rows[meds[s.cluster]]].tolist()} for s in susp],
     }
-    return rows, sp, protos, meds, masks, record
+    return rows, sp, protos, meds, masks, record, scores.sample_score
 
 
 def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None, progress: bool = True) -> dict:
@@ -131,9 +135,9 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
                     log.warning("class %s: %d samples, fewer than min_class_size=%d; skipped", label, n,
                                 params.min_class_size)
                     continue
-                rows, sp, protos, meds, masks, record = analyze_class(store, label, params)
+                rows, sp, protos, meds, masks, record, sample_score = analyze_class(store, label, params)
                 record["name"] = class_names[label] if label < len(class_names) else str(label)
-                _write_class(main, virelay, label, rows, sp, protos, meds, masks, record, params)
+                _write_class(main, virelay, label, rows, sp, protos, meds, masks, record, params, sample_score)
                 summary["classes"].append(record)
                 flagged = [c["cluster"] for c in record["clusters"] if c["flagged"]]
                 log.info("class %s: n=%d k=%d (gap %.2f, runner-up k=%d) flagged %s", label, record["n"], record["k"],
@@ -148,7 +152,7 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
     return summary
 
 
-def _write_class(main, virelay, label, rows, sp, protos, meds, masks, record, params) -> None:
+def _write_class(main, virelay, label, rows, sp, protos, meds, masks, record, params, sample_score) -> None:
     name = f"{int(label):08d}"
     n_eig = len(sp.eigenvalues_)
     for fh, spray_layout in ((main, True), (virelay, False)):
@@ -168,6 +172,7 @@ def _write_class(main, virelay, label, rows, sp, protos, meds, masks, record, pa
         if spray_layout:
             g.create_dataset("eigenvalues", data=sp.eigenvalues_)
             g.create_dataset("prototype", data=protos)
+            g.create_dataset("sample_score", data=sample_score.astype(np.float32))
             for c, m in enumerate(meds):
                 g.create_dataset(f"medoids/{c}", data=rows[m].astype(np.int64))
             for c, mask in masks.items():

@@ -203,6 +203,7 @@ def prepare_bed(name: str, cache: Optional[Path] = None, epochs: Optional[int] =
     info_path = folder / "bed.json"
     if info_path.is_file() and (folder / "model.pt").is_file() and (folder / "data.npz").is_file():
         info = json.loads(info_path.read_text())
+        info["failed"] = judge(info)
     else:
         info = _make(name, folder, plan, train_seed, progress, params)
     if check and info["failed"]:
