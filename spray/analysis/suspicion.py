@@ -20,8 +20,9 @@ For a cluster with members m and the rest of its class o (maps normalised to uni
   non-local evidence;
 - non-local evidence: each sample's relevance-weighted colour histogram (4 levels per channel).
   Colours that hold at least ``ENRICHED`` times as much of the members' relevance as of the rest's
-  are the cluster's own; ``off`` = how much more of the members' relevance lies on them, and the
-  consistency is that of the members' share on them (same formula, on that share);
+  are the cluster's own; ``off`` = how much more of the members' relevance lies on them; the
+  consistency is that of the whole histogram (same formula, d_i the L1 distance from the members'
+  median histogram): the members look at the same colours;
 - ``separation``: the share of the members' kNN edges that stay inside the cluster (1 -
   conductance; Anders et al. 2022 rank Clever-Hans candidates by how separable they are);
 - score = separation x consistency x magnitude for the stronger of the two kinds; flagged when the
@@ -194,7 +195,10 @@ def _non_local(hist, members) -> _NonLocal:
     share = hist[:, own].sum(1)
     base = float(share[~members].mean())
     off = float(share[members].mean() - base)
-    d = np.abs(share - np.median(share[members]))
+    # consistency of the whole colour profile, not just of the share on the cluster's own colours:
+    # the complement of a tagged group also has "own" colours (all but the tag's), but objects of
+    # random colours give it no common profile
+    d = np.abs(hist - np.median(hist[members], axis=0)[None]).sum(1)
     return _NonLocal(off, _consistency(d, members), np.maximum(share - base, 0))
 
 
