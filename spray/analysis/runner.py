@@ -93,7 +93,7 @@ def analyze_class(store: HeatmapStore, label: int, params: AnalysisParams):
     susp = scores.clusters
     protos = prototypes(relevance, sp.labels_, n_clusters)
     meds = medoids(sp.embedding_, sp.labels_, n_clusters, params.n_examples)
-    masks = {s.cluster: region_mask(s, sp.pool_factor_) for s in susp if s.flagged and s.kind == "local"}
+    masks = {s.cluster: region_mask(s, relevance.shape[-2:]) for s in susp if s.flagged and s.kind == "local"}
     ids = np.asarray(store.ids, dtype=object)
     record = {
         "label": int(label), "n": int(len(rows)), "k": int(k),

@@ -15,7 +15,8 @@ For a cluster with members m and the rest of its class o (maps normalised to uni
   kept when its pixels are consistent: with T the members' per-pixel median there and d_i a
   sample's mean absolute difference from T, ``consistency = 1 - median(d_m) / median(d_o)`` is at
   least ``CONSISTENT`` (the members are at least twice as close to their common picture as the
-  rest of the class is). ``hot`` = how much more of the members' relevance lies in the kept blobs
+  rest of the class is), and grown by neighbouring cells that are consistent on their own (the
+  excess may cover only the middle of a tag). ``hot`` = how much more of the members' relevance lies in the kept blobs
   than of the rest's. Kept blobs covering more than half the image are a background, left to the
   non-local evidence;
 - non-local evidence: each sample's relevance-weighted colour histogram (4 levels per channel).
@@ -53,6 +54,7 @@ MIN_SIZE = 5
 BLOB_LEVEL = 0.25
 MAX_BLOBS = 8
 MAX_LOCAL_AREA = 0.5
+GROW_STEPS = 2
 COLOUR_LEVELS = 4
 
 
@@ -76,10 +78,12 @@ class Suspicion:
     decided_by: str                    # which evidence decided the verdict
     reason: str
     region: np.ndarray = field(repr=False, default=None)   # (h, w) bool cells of the local region
+    patch: np.ndarray = field(repr=False, default=None)    # (h*q, w*q) bool: its consistent pixels
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("region")
+        d.pop("patch")
         d["box"] = list(self.box)
         return d
 
@@ -137,11 +141,13 @@ class _Local:
     hot: float
     consistency: float
     evidence: np.ndarray               # per sample: share in region x match
+    patch: np.ndarray                  # consistent pixels in and around the region (pixel grid)
 
 
 def _local(pooled, members, pixels, q) -> _Local:
     n, h, w = pooled.shape
-    empty = _Local(np.zeros((h, w), bool), 0.0, 0.0, np.zeros(n))
+    q_shape = (h * q, w * q)
+    empty = _Local(np.zeros((h, w), bool), 0.0, 0.0, np.zeros(n), np.zeros(q_shape, bool))
     excess = pooled[members].mean(0) - pooled[~members].mean(0)
     positive = np.maximum(excess, 0)
     if positive.max() <= 0 or pixels is None:
@@ -154,6 +160,7 @@ def _local(pooled, members, pixels, q) -> _Local:
         d = _distance_to_template(pixels, _upsample(blob, q), members)
         if _consistency(d, members) >= CONSISTENT:
             region |= blob
+    region = _grow(region, pixels, members, q)
     if not region.any() or region.mean() > MAX_LOCAL_AREA:
         return empty        # nothing consistent, or most of the image: a background, for the colour evidence
     d = _distance_to_template(pixels, _upsample(region, q), members)
@@ -162,7 +169,37 @@ def _local(pooled, members, pixels, q) -> _Local:
     hot = float(share[members].mean() - share[~members].mean())
     rest = np.median(d[~members])
     match = np.clip(1.0 - d / rest, 0, 1) if rest > 0 else np.zeros(n)
-    return _Local(region, hot, consistency, share * match)
+    return _Local(region, hot, consistency, share * match, _patch(region, pixels, members, q))
+
+
+def _patch(region: np.ndarray, pixels: np.ndarray, members: np.ndarray, q: int) -> np.ndarray:
+    """The pixels in and one cell around ``region`` that are consistent one by one: the artifact's
+    exact outline, which cells of ``q`` pixels only approximate (what the flip test pastes)."""
+    around = _upsample(ndimage.binary_dilation(region, structure=np.ones((3, 3))), q)
+    x = pixels[:, around]                                              # (n, k, 3)
+    d = np.abs(x - np.median(x[members], axis=0)[None]).mean(-1)       # (n, k)
+    rest = np.median(d[~members], axis=0)
+    consistent = 1.0 - np.median(d[members], axis=0) / np.maximum(rest, 1e-12) >= CONSISTENT
+    patch = np.zeros(around.shape, bool)
+    patch[around] = consistent & (rest > 0)
+    return patch
+
+
+def _grow(region: np.ndarray, pixels: np.ndarray, members: np.ndarray, q: int, steps: int = GROW_STEPS) -> np.ndarray:
+    """Add neighbouring cells whose own pixels are consistent too: the excess relevance may cover
+    only the middle of a tag, the flip test needs all of it."""
+    for _ in range(steps):
+        ring = ndimage.binary_dilation(region, structure=np.ones((3, 3))) & ~region
+        added = False
+        for y, x in zip(*np.nonzero(ring)):
+            cell = np.zeros_like(region)
+            cell[y, x] = True
+            if _consistency(_distance_to_template(pixels, _upsample(cell, q), members), members) >= CONSISTENT:
+                region = region | cell
+                added = True
+        if not added:
+            break
+    return region
 
 
 def colour_histograms(pooled: np.ndarray, pixels: np.ndarray, levels: int = COLOUR_LEVELS) -> np.ndarray:
@@ -259,7 +296,8 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         out.append(Suspicion(c, size, share, float(score), flagged, kind, float(local.hot), float(non_local.off),
                              float(consistency), float(local.consistency), float(non_local.consistency),
                              separation, shift, box, where, decided_by, reason,
-                             local.region if region is not None else np.zeros((h, w), bool)))
+                             local.region if region is not None else np.zeros((h, w), bool),
+                             local.patch if region is not None else np.zeros(local.patch.shape, bool)))
     return ClassScores(out, sample.astype(np.float32))
 
 
@@ -311,11 +349,13 @@ def _explain(kind, flagged, score, threshold, consistency, separation, local, no
                          f"{threshold:.2f}; local excess {local.hot:.0%}, on its own colours {non_local.off:.0%})")
 
 
-def region_mask(result: Suspicion, factor: Tuple[int, int]) -> np.ndarray:
-    """Heatmap-pixel mask of a local finding's consistent region (what a flip test pastes); a
-    non-local finding has none (its flip test swaps backgrounds)."""
-    fh, fw = factor
-    return np.kron(result.region, np.ones((fh, fw), bool)).astype(bool)
+def region_mask(result: Suspicion, shape: Tuple[int, int]) -> np.ndarray:
+    """Heatmap-pixel mask (``shape``) of a local finding's consistent pixels (what a flip test
+    pastes); a non-local finding has none (its flip test swaps backgrounds)."""
+    gh, gw = result.patch.shape
+    ys = np.arange(shape[0]) * gh // shape[0]
+    xs = np.arange(shape[1]) * gw // shape[1]
+    return result.patch[np.ix_(ys, xs)]
 
 
 __all__ = ["ClassScores", "Suspicion", "THRESHOLD", "colour_histograms", "describe_place", "region_mask",
