@@ -30,6 +30,8 @@ bench: env
 	$(BIN)/python benchmarks/bench_explain.py
 	$(BIN)/python benchmarks/bench_spray.py
 	$(BIN)/python benchmarks/bench_loader.py
+	$(BIN)/python benchmarks/bench_detect.py                  # trains and caches the beds on first use
+	$(BIN)/python benchmarks/bench_detect.py --set held-out
 
 clean:
 	rm -rf $(VENV) reports/*/ .pytest_cache
