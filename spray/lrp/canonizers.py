@@ -57,6 +57,8 @@ def _bottleneck_forward(self, x):
 
 
 _BASIC = ("conv1", "bn1", "conv2", "bn2", "relu", "downsample")
+#: modules whose BasicBlock/Bottleneck compute exactly torchvision's forward
+_TORCHVISION_LAYOUT = ("torchvision.models.resnet", "spray.models.zoo")
 _BOTTLENECK = _BASIC + ("conv3", "bn3")
 
 #: user-registered residual modules: type -> forward that calls ``self.spray_sum``
@@ -74,6 +76,8 @@ def residual_forward_for(module: nn.Module):
         if isinstance(module, module_type):
             return forward
     name = type(module).__name__
+    if not type(module).__module__.startswith(_TORCHVISION_LAYOUT):
+        return None  # another library's block of that name may compute more (SE, drop path): ruled per operation
     if name == "Bottleneck" and all(hasattr(module, a) for a in _BOTTLENECK):
         return _bottleneck_forward
     if name == "BasicBlock" and all(hasattr(module, a) for a in _BASIC):
