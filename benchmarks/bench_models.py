@@ -20,6 +20,7 @@ Results are appended to a JSON-lines file, one line per model, so a run can be r
     python benchmarks/bench_models.py --library torchvision --only resnet,vit_b_16
     python benchmarks/bench_models.py --library timm --chunk 0/4    # the first quarter
     python benchmarks/bench_models.py --table                  # print the table of what is done
+    python benchmarks/bench_models.py --redo-failed            # retry what failed (later lines win)
 """
 from __future__ import annotations
 
@@ -88,6 +89,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="reports/bench_models.jsonl")
     parser.add_argument("--redo", action="store_true", help="rerun models already in --out")
+    parser.add_argument("--redo-failed", action="store_true", help="rerun the models --out has as failed")
     parser.add_argument("--table", action="store_true", help="only print the table of --out")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -109,7 +111,7 @@ def main():
         i, n = map(int, args.chunk.split("/"))
         todo = todo[i::n]
         for lib, name in todo:
-            if (lib, name) in done and not args.redo:
+            if (lib, name) in done and not args.redo and not (args.redo_failed and not done[(lib, name)]["ok"]):
                 continue
             row = run_one(lib, name, args)
             done[(lib, name)] = row

@@ -178,8 +178,8 @@ def informative_random_init(model, x, seed: int = 0):
     Libraries initialise some weights to zero (torchvision's ViT head: all logits 0) and keep batch
     norm statistics at mean 0, variance 1, under which random-init activations shrink to ~1e-9
     over depth, where every stabiliser absorbs all relevance. So: weights that are all zero get
-    N(0, 0.02); batch-norm statistics are estimated from ``x`` (two train-mode forwards without
-    gradients, cumulative averages); the model is left in eval mode.
+    N(0, 0.02); batch-norm statistics are estimated from ``x`` (two forwards without gradients,
+    only the batch norms in train mode, cumulative averages); the model is left in eval mode.
     """
     import torch
     from torch import nn
@@ -195,7 +195,9 @@ def informative_random_init(model, x, seed: int = 0):
             for m in norms:
                 m.reset_running_stats()
                 m.momentum = None
-            model.train()
+            model.eval()
+            for m in norms:
+                m.train()
             for _ in range(2):
                 model(x)
             for m, momentum in saved:

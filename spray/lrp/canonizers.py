@@ -135,7 +135,7 @@ class Canonization:
         return changed
 
     def fold_batch_norm(self, linear: nn.Module, bn: nn.Module) -> None:
-        """Fold eval-mode ``bn`` into ``linear`` (conv or dense) and turn ``bn`` into the identity."""
+        """Fold eval-mode ``bn`` into ``linear`` (conv or dense); the caller makes ``bn`` the identity."""
         with torch.no_grad():
             weight = linear.weight
             scale = bn.running_var.add(bn.eps).rsqrt()
@@ -150,7 +150,6 @@ class Canonization:
             new_bias = nn.Parameter(bias * scale.to(bias) + shift.to(bias), requires_grad=False)
         self.set_attr(linear, "weight", new_weight)
         self.set_attr(linear, "bias", new_bias)
-        self.override_forward(bn, _identity_forward)
 
     def set_identity(self, module: nn.Module) -> None:
         """Make ``module`` (Dropout, Identity) return its input object itself."""

@@ -29,9 +29,8 @@ hgnetv2_b0 efficientvit_b0 efficientvit_m0 inception_next_tiny davit_tiny focaln
 tiny_vit_5m_224 ese_vovnet19b_dw seresnet50
 """.split())
 
-#: torchvision constructors that only take their training resolution (inception_v3: its auxiliary head,
-#: which runs in train mode while batch-norm statistics are estimated, needs 299)
-TORCHVISION_FIXED_SIZE = {"inception_v3": 299, "maxvit_t": 224, "vit_b_16": 224, "vit_b_32": 224, "vit_l_16": 224, "vit_l_32": 224,
+#: torchvision constructors that only take their training resolution
+TORCHVISION_FIXED_SIZE = {"maxvit_t": 224, "vit_b_16": 224, "vit_b_32": 224, "vit_l_16": 224, "vit_l_32": 224,
                           "vit_h_14": 224}
 
 
