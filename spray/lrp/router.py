@@ -350,13 +350,15 @@ class Router(TorchFunctionMode):
             dilation, groups = bound.get("dilation", 1), bound.get("groups", 1)
             cache_key = (id(weight), id(bias), key, _hashable(stride), _hashable(padding), _hashable(dilation), groups)
             make = lambda: FunctionalConvOp(_CONV[key], weight, bias, stride, padding, dilation, groups)  # noqa: E731
-        hit = self._ops.get(cache_key)
-        if hit is None or hit[0]() is not weight:
+        if not isinstance(weight, nn.Parameter):  # computed in forward (weight standardisation): new each call
             op = make()
-            self._ops[cache_key] = (weakref.ref(weight), op)
-            self._ops = {k: v for k, v in self._ops.items() if v[0]() is not None}
-        else:
-            op = hit[1]
+        else:  # a parameter: its op (and the rule's modified weights) are reused across batches
+            hit = self._ops.get(cache_key)
+            if hit is None or hit[0]() is not weight:
+                op = make()
+                self._ops[cache_key] = (weakref.ref(weight), op)
+            else:
+                op = hit[1]
         out, terminal = self.make_layer(x, op, path, module, "conv" if key != "linear" else "linear", first)
         if terminal:
             self.terminal_applied = True
