@@ -67,3 +67,10 @@ def test_library_model_is_explained(library, name, size, kwargs):
     row = lrp_check(model, x, "epsilon_plus_flat")
     assert row["ok"], row["error"]
     assert abs(row["conservation"]) < 10
+
+
+def test_the_committed_timm_list_has_100_existing_models():
+    from spray.models.library import TIMM_MODELS
+    from spray.testing import import_timm
+    assert len(set(TIMM_MODELS)) == len(TIMM_MODELS) == 100
+    assert not set(TIMM_MODELS) - set(import_timm().list_models())

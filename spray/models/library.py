@@ -26,7 +26,7 @@ eva02_tiny_patch14_224 swin_tiny_patch4_window7_224 swinv2_tiny_window8_256 cait
 levit_128s pit_ti_224 coat_lite_tiny twins_svt_small pvt_v2_b0 poolformer_s12 poolformerv2_s12 convmixer_768_32
 convit_tiny mixer_b16_224 resmlp_12_224 gmlp_ti16_224 maxvit_tiny_tf_224 coatnet_0_rw_224 tresnet_m hgnet_tiny
 hgnetv2_b0 efficientvit_b0 efficientvit_m0 inception_next_tiny davit_tiny focalnet_tiny_srf gcvit_xxtiny
-tiny_vit_5m_224 ese_vovnet19b_dw seresnet50
+tiny_vit_5m_224 ese_vovnet19b_dw seresnet50 resnet101
 """.split())
 
 #: torchvision constructors that only take their training resolution
