@@ -74,6 +74,13 @@ class _Norm:
 
 
 class _NormFunction(torch.autograd.Function):
+    """LayerNorm/GroupNorm/RMSNorm with the scale (1/std or 1/rms) a constant (LXT's identity rule).
+
+    ``y = (x - mean) * rstd * w + b``; with ``rstd`` constant, ``g_x = h - mean(h)`` over each
+    normalised group for ``h = g * w * rstd`` (no centring for RMSNorm): the forward itself is the
+    library's own kernel, so the attached model computes the very same values.
+    """
+
     @staticmethod
     def forward(ctx, x, norm: _Norm, center: bool):
         out, rstd, group_shape = norm(x)
