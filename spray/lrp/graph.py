@@ -19,6 +19,9 @@ from torch.utils._pytree import tree_flatten
 from ..errors import UnsupportedModelError
 from .router import Router
 
+LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+LAYER_OPS = {"conv1d", "conv2d", "conv3d", "linear"}
+
 
 @dataclass
 class Call:
@@ -49,8 +52,10 @@ class Graph:
     output_shape: Tuple[int, ...] = ()
     #: descriptions of the layers/operations that read the model input (through structural ops)
     input_readers: List[str] = field(default_factory=list)
-    #: the fast-path module that reads the model input, if that is the only reader
-    input_module: Optional[nn.Module] = None
+    #: per reader: whether it is a conv/linear (fast-path module or functional call)
+    input_reader_is_layer: List[bool] = field(default_factory=list)
+    #: the fast-path modules among the readers
+    input_modules: List[nn.Module] = field(default_factory=list)
     #: ids of tensors changed in place by an operation
     mutated: set = field(default_factory=set)
 
@@ -138,9 +143,10 @@ def probe(model: nn.Module, x: Tensor, router: Router, is_fast: Callable[[nn.Mod
             f"the model's output has shape {tuple(out.shape)}; spray needs logits of shape (batch, classes)")
     if router.problems:
         raise UnsupportedModelError("cannot explain this model faithfully:\n  - " + "\n  - ".join(router.problems))
-    graph.input_readers = [r for r, _ in readers] + router.input_readers
-    if len(graph.input_readers) == 1 and readers:
-        graph.input_module = readers[0][1]
+    graph.input_readers = [r for r, _ in readers] + [r for r, _ in router.input_readers]
+    graph.input_reader_is_layer = [isinstance(m, LAYER_TYPES) for _, m in readers] + [
+        key in LAYER_OPS for _, key in router.input_readers]
+    graph.input_modules = [m for _, m in readers]
     graph.mutated = set(router.mutated)
     graph.output_id = id(out)
     graph.output_shape = tuple(out.shape)

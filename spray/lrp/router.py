@@ -123,7 +123,7 @@ class Router(TorchFunctionMode):
         self.suspended = 0
         self.terminal_applied = False
         self.problems: Dict[str, str] = {}
-        self.input_readers: List[str] = []
+        self.input_readers: List[Tuple[str, str]] = []
         self.mutated: set = set()
         self.on_use: Optional[Callable] = None
         self._keys: Dict[object, Tuple[str, bool]] = {}
@@ -175,7 +175,8 @@ class Router(TorchFunctionMode):
         carries = any(isinstance(t, Tensor) and t.requires_grad for t in tree_flatten(out)[0])
         if kind != "structural" and carries and any(getattr(t, "_spray_input", False) for t in acts):
             path, module = self.where()
-            self.input_readers.append(f"'{path}' ({type(module).__name__ if module is not None else 'model'}): {key}")
+            self.input_readers.append((f"'{path}' ({type(module).__name__ if module is not None else 'model'}): {key}",
+                                       key))
         if in_place or key in ("copy_", "setitem"):
             self.mutated.add(id(args[0]))
 
