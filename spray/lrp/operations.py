@@ -80,7 +80,7 @@ alpha_dropout feature_alpha_dropout batch_norm topk sort""".split()
 
 _SUM = "add sub subtract".split()
 _PRODUCT = "mul multiply div divide true_divide glu".split()
-_MATMUL = "matmul bmm mm einsum baddbmm addmm addbmm bilinear".split()
+_MATMUL = "matmul bmm mm einsum baddbmm addmm addbmm addcmul bilinear".split()
 _NORM = "layer_norm group_norm rms_norm normalize".split()
 _ACTIVATION = """gelu silu sigmoid tanh hardswish hardsigmoid hardtanh relu6 elu selu celu mish softplus
 softsign tanhshrink logsigmoid clamp clip clamp_min clamp_max erf""".split()

@@ -249,7 +249,7 @@ class Router(TorchFunctionMode):
         return out
 
     def _matmul(self, func, key, in_place, args, kwargs, acts):
-        if key in ("addmm", "baddbmm", "addbmm", "bilinear"):
+        if key in ("addmm", "baddbmm", "addbmm", "addcmul", "bilinear"):  # linear in one activation
             if len(acts) == 1 and not (key != "bilinear" and args and args[0] is acts[0]):
                 return func(*args, **kwargs)
             if key == "bilinear" or len(acts) > 1:
