@@ -136,7 +136,6 @@ def lrp_check(model, x, composite="epsilon_plus_flat", **kwargs) -> dict:
     import torch
 
     from .lrp import LRP
-    before = model_state(model)
     row = {"ok": False, "error": "", "lrp_s": float("nan"), "grad_s": float("nan"), "ratio": float("nan"),
            "conservation": float("nan"), "self_check": float("nan")}
 
@@ -144,8 +143,12 @@ def lrp_check(model, x, composite="epsilon_plus_flat", **kwargs) -> dict:
         xx = x.detach().clone().requires_grad_(True)
         out = model(xx)
         torch.autograd.grad(out, xx, torch.zeros_like(out).scatter_(1, out.argmax(1, keepdim=True), 1.0))
+    before = model_state(model)
     try:
         gradient()
+        # some models build lazy state in their first forward (timm's ConViT fills a buffer of relative
+        # positions): what spray must give back is the state after the model's own forward
+        before = model_state(model)
         t0 = time.perf_counter()
         gradient()
         row["grad_s"] = time.perf_counter() - t0
