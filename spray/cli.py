@@ -105,6 +105,14 @@ def _inspect(args) -> int:
     return EXIT_FAILED if problems else EXIT_OK
 
 
+def _export(args) -> int:
+    from .export import export_virelay
+    project = export_virelay(args.run, args.out, compress=args.compress, progress=not args.quiet)
+    print(f"ViRelAy project: {project.resolve()}")
+    print(f"  open it with: virelay {project}   (pip install virelay==0.6.1; then http://localhost:8000)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spray", description="Audit image classifiers and their training sets with "
                                      "LRP heatmaps and Spectral Relevance Analysis (SpRAy).")
@@ -140,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--verify", action="store_true", help="integrity check (reads every shard)")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.set_defaults(func=_inspect)
+
+    export = sub.add_parser("export", help="export a run for another tool (ViRelAy)",
+                            description="Export a finished run for another tool.")
+    export_sub = export.add_subparsers(dest="format", required=True)
+    virelay = export_sub.add_parser("virelay", help="a ViRelAy 0.6 project: `virelay OUT/project.yaml` opens it",
+                                    description="Write the input, attribution and analysis files, label map and "
+                                                "project.yaml that ViRelAy 0.6 loads.")
+    virelay.add_argument("run", help="the run folder (the job's `out`, e.g. reports/demo)")
+    virelay.add_argument("out", nargs="?", help="output folder (default: RUN/virelay)")
+    virelay.add_argument("--compress", action="store_true", help="gzip the image and attribution files")
+    virelay.add_argument("--quiet", action="store_true", help="no progress bars")
+    virelay.set_defaults(func=_export)
     return parser
 
 

@@ -80,3 +80,12 @@ def audited_beds(bed_cache, tmp_path_factory):
         summary = analyze_store(store, store.parent / "analysis", AnalysisParams(embeddings=()), progress=False)
         out[name] = (bed, store, summary)
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_run(bed_cache, tmp_path_factory):
+    """The CI-sized demo run end to end through the CLI (report, export and browser tests share it)."""
+    from spray.cli import main
+    out = tmp_path_factory.mktemp("demo") / "run"
+    assert main(["demo", "--small", "--out", str(out), "--quiet"]) == 0
+    return out

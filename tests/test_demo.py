@@ -25,13 +25,6 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-@pytest.fixture(scope="module")
-def demo_run(bed_cache, tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "run"
-    assert main(["demo", "--small", "--out", str(out), "--quiet"]) == 0
-    return out
-
-
 def test_demo_flags_the_watermark_first_and_not_the_harmless_class(demo_run, capsys):
     summary = json.loads((demo_run / "report" / "summary.json").read_text())
     first = summary["flagged"][0]

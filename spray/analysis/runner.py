@@ -5,7 +5,7 @@ Outputs in ``out``:
   (Laplacian, ascending), ``embedding/*``, ``cluster/<method>-NN`` for the whole k range,
   ``prototype`` (class mean map, then one per cluster of the chosen k), ``medoids/<cluster>``,
   ``mask/<cluster>`` (what a flip test pastes, for flagged clusters) and the JSON record as an attribute;
-- ``virelay.h5``: the layout ViRelAy loads (same names in every class, eigenvalues in CoRelAy's order);
+- ``virelay.h5``: the analysis file ViRelAy loads (:func:`spray.export.write_analysis_file`);
 - ``analysis.json``: per class n, k, eigengap, runner-up, graph components and per-cluster suspicion.
 Classes are read from the store as contiguous slabs, one at a time, so memory is one class.
 """
@@ -23,9 +23,9 @@ import h5py
 import numpy as np
 
 from ..errors import ConfigError
+from ..export import write_analysis_file
 from ..store import HeatmapStore
 from .estimator import SpRAy
-from .spectral import to_corelay_order
 from .suspicion import THRESHOLD, region_mask, score_clusters
 
 log = logging.getLogger("spray.analysis")
@@ -113,7 +113,7 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    tmp_main, tmp_virelay = out / "analysis.h5.tmp", out / "virelay.h5.tmp"
+    tmp_main = out / "analysis.h5.tmp"
     summary = {"store": str(store_path), "params": asdict(params), "classes": [], "skipped_classes": []}
     with HeatmapStore(store_path) as store:
         class_names = store.provenance.get("classes") or []
@@ -122,7 +122,7 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
         unknown = [c for c in wanted if c not in present]
         if unknown:
             raise ConfigError(f"analysis.classes {unknown} have no samples in the store (present: {present})")
-        with h5py.File(tmp_main, "w") as main, h5py.File(tmp_virelay, "w") as virelay:
+        with h5py.File(tmp_main, "w") as main:
             for label in tqdm(wanted, desc="analyze", unit="class", disable=not progress):
                 n = len(store.rows_of(label, params.group_by))
                 if n < params.min_class_size:
@@ -133,14 +133,15 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
                     continue
                 rows, sp, protos, meds, masks, record = analyze_class(store, label, params)
                 record["name"] = class_names[label] if label < len(class_names) else str(label)
-                _write_class(main, virelay, label, rows, sp, protos, meds, masks, record, params)
+                _write_class(main, label, rows, sp, protos, meds, masks, record, params)
                 summary["classes"].append(record)
                 flagged = [c["cluster"] for c in record["clusters"] if c["flagged"]]
                 log.info("class %s: n=%d k=%d (gap %.2f, runner-up k=%d) flagged %s", label, record["n"], record["k"],
                          record["eigengap"]["gap"], record["eigengap"]["runner_up"], flagged or "none")
             main.attrs["summary"] = json.dumps({k: v for k, v in summary.items() if k != "classes"}, default=str)
     os.replace(tmp_main, out / "analysis.h5")
-    os.replace(tmp_virelay, out / "virelay.h5")
+    if summary["classes"]:
+        write_analysis_file(out / "analysis.h5", out / "virelay.h5", summary)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     tmp = out / "analysis.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1, default=str))
@@ -148,29 +149,20 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
     return summary
 
 
-def _write_class(main, virelay, label, rows, sp, protos, meds, masks, record, params) -> None:
-    name = f"{int(label):08d}"
-    n_eig = len(sp.eigenvalues_)
-    for fh, spray_layout in ((main, True), (virelay, False)):
-        g = fh.create_group(name)
-        g.create_dataset("index", data=rows.astype(np.uint32))
-        spectral = g.create_dataset("embedding/spectral", data=sp.embedding_.astype(np.float32))
-        spectral.attrs["eigenvalue"] = to_corelay_order(sp.eigenvalues_).astype(np.float32)
-        for method, xy in sp.embeddings2d_.items():
-            e = g.create_dataset(f"embedding/{method}", data=xy.astype(np.float32))
-            e.attrs["embedding"] = "spectral" if params.embed_on == "spectral" else "pooled"
-            e.attrs["index"] = np.arange(2)
-        for k, labels in sp.clusterings_.items():
-            d = g.create_dataset(f"cluster/{params.clusterer}-{k:02d}", data=labels.astype(np.int64))
-            d.attrs["embedding"] = "spectral"
-            d.attrs["k"] = k
-            d.attrs["index"] = np.arange(n_eig)
-        if spray_layout:
-            g.create_dataset("eigenvalues", data=sp.eigenvalues_)
-            g.create_dataset("prototype", data=protos)
-            for c, m in enumerate(meds):
-                g.create_dataset(f"medoids/{c}", data=rows[m].astype(np.int64))
-            for c, mask in masks.items():
-                g.create_dataset(f"mask/{c}", data=mask)
-            g.attrs["record"] = json.dumps({k: v for k, v in record.items() if k != "clusters"}, default=str)
-            g.attrs["k"] = record["k"]
+def _write_class(main, label, rows, sp, protos, meds, masks, record, params) -> None:
+    g = main.create_group(f"{int(label):08d}")
+    g.create_dataset("index", data=rows.astype(np.uint32))
+    g.create_dataset("embedding/spectral", data=sp.embedding_.astype(np.float32))  # column i: eigenvalues[i]
+    for method, xy in sp.embeddings2d_.items():
+        e = g.create_dataset(f"embedding/{method}", data=xy.astype(np.float32))
+        e.attrs["embedding"] = "spectral" if params.embed_on == "spectral" else "pooled"
+    for k, labels in sp.clusterings_.items():
+        g.create_dataset(f"cluster/{params.clusterer}-{k:02d}", data=labels.astype(np.int64)).attrs["k"] = k
+    g.create_dataset("eigenvalues", data=sp.eigenvalues_)
+    g.create_dataset("prototype", data=protos)
+    for c, m in enumerate(meds):
+        g.create_dataset(f"medoids/{c}", data=rows[m].astype(np.int64))
+    for c, mask in masks.items():
+        g.create_dataset(f"mask/{c}", data=mask)
+    g.attrs["record"] = json.dumps({k: v for k, v in record.items() if k != "clusters"}, default=str)
+    g.attrs["k"] = record["k"]
