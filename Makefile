@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spray-installed
 
-.PHONY: env demo test bench clean
+.PHONY: env demo test bench wheel-check clean
 
 env: $(STAMP)
 
@@ -30,6 +30,9 @@ bench: env
 	$(BIN)/python benchmarks/bench_explain.py
 	$(BIN)/python benchmarks/bench_spray.py
 	$(BIN)/python benchmarks/bench_loader.py
+
+wheel-check: env   # slow (a fresh venv with torch): the built wheel runs --version, init and the demo
+	$(BIN)/python -m pytest -q -m slow tests/test_packaging.py
 
 clean:
 	rm -rf $(VENV) reports/*/ .pytest_cache

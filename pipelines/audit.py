@@ -26,6 +26,7 @@ import yaml
 
 from spray.analysis import AnalysisParams, analyze_store
 from spray.config import JobConfig
+from spray.console import activity
 from spray.data.loader import SampleDataset, batches
 from spray.data.open import open_source
 from spray.data.preprocess import Preprocess
@@ -64,7 +65,9 @@ class Run:
             params = {"size": d.size, "n_per_class": d.n_per_class, "seed": d.seed}
             if d.fraction is not None:
                 params["fraction"] = d.fraction
-            bed = prepare_bed(d.name, epochs=d.epochs, **params)
+            with activity(f"bed {d.name!r}: building its data and training its model (first use only; cached after)",
+                          self.progress, log):
+                bed = prepare_bed(d.name, epochs=d.epochs, **params)
             self.bed_info = bed.info
             data = {"type": "npz", "path": str(bed.data)}
             model = {"factory": bed.info["model"]["factory"], "kwargs": bed.info["model"]["kwargs"],

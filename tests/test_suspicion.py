@@ -5,7 +5,7 @@ are not flagged, and pasting the cluster's region flips as often as the bed's ow
 import numpy as np
 import pytest
 
-from pipelines.audit import verify_flagged
+from spray.pipelines.audit import verify_flagged
 from spray.analysis.suspicion import describe_place, score_clusters
 from spray.store import HeatmapStore
 

@@ -165,7 +165,9 @@ def export_virelay(run: PathLike, out: Optional[PathLike] = None, compress: bool
         prov = store.provenance
         n = len(store)
         images = DisplayImages(prov)
-        log.info("ViRelAy export: %d samples into %s", n, out)
+        pixels = int(np.prod(store.shape[2:]))
+        log.info("ViRelAy export: %d samples into %s (about %.1f GiB: images and 3-channel float32 heatmaps)", n, out,
+                 n * pixels * 3 * 5 / 2**30)
         hw = _write_input(out / "input.h5", images, store.index, store.labels, compress, progress)
         _write_attribution(out / "attribution.h5", store, compress, progress)
         write_analysis_file(analysis / "analysis.h5", out / "analysis.h5", summary)
@@ -226,15 +228,19 @@ def _write_attribution(path: Path, store, compress: bool, progress: bool) -> Non
     n, channels = len(store), store.shape[1]
     out_channels = channels if channels >= 3 else 3
     sample_shape = (out_channels,) + tuple(store.shape[2:])
-    with h5py.File(tmp, "w") as fh, _bar(n, "virelay attribution", progress) as bar:
+    with h5py.File(tmp, "w") as fh, h5py.File(store.folder / "heatmaps.h5", "r") as index, \
+            _bar(n, "virelay attribution", progress) as bar:
+        logits = index["logits"]
         data = fh.create_dataset("attribution", (n,) + sample_shape, np.float32, **_options(compress, sample_shape))
+        prediction = fh.create_dataset("prediction", logits.shape, np.float32)
         for start in range(0, n, CHUNK):
-            r = store.relevance(slice(start, min(start + CHUNK, n)), dtype=np.float32)
+            stop = min(start + CHUNK, n)
+            r = store.relevance(slice(start, stop), dtype=np.float32)
             if channels < 3:
                 r = np.repeat(r.sum(1, keepdims=True) / 3.0, 3, axis=1)
-            data[start:start + len(r)] = r
+            data[start:stop] = r
+            prediction[start:stop] = logits[start:stop]
             bar.update(len(r))
-        fh.create_dataset("prediction", data=store.logits.astype(np.float32))
         fh.create_dataset("label", data=np.asarray(store.labels, dtype=np.uint32))
     os.replace(tmp, path)
 
