@@ -142,6 +142,8 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
     os.replace(tmp_main, out / "analysis.h5")
     if summary["classes"]:
         write_analysis_file(out / "analysis.h5", out / "virelay.h5", summary)
+    else:
+        (out / "virelay.h5").unlink(missing_ok=True)  # nothing for ViRelAy; a previous run's file would mislead
     summary["seconds"] = round(time.perf_counter() - started, 2)
     tmp = out / "analysis.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1, default=str))

@@ -183,10 +183,11 @@ cluster; boxes: each cluster's hot spot (solid red: flagged, dashed: not flagged
 <p>{{ cl.reason[:1]|upper }}{{ cl.reason[1:] }}.</p>
 {% if cl.flip_words %}<p><b>{{ cl.flip_words }}</b></p>{% endif %}
 <p class="muted">What the numbers mean: {{ cl.score_words }}; {{ cl.separation_words }}. Hot spot: {{ cl.box_words }}.</p>
-<div class="examples" style="grid-template-columns:70px repeat({{ cl.examples|length }}, 96px)">
-<span class="head">image</span>{% for e in cl.examples %}{% call sprite(c.sheets.images, e.pos, 96) %}{% endcall %}{% endfor %}
-<span class="head">heatmap</span>{% for e in cl.examples %}{% call sprite(c.sheets.heatmaps, e.pos, 96) %}{% endcall %}{% endfor %}
-<span class="head">overlay</span>{% for e in cl.examples %}<span class="overlay" style="width:96px;height:{{ (96 * c.sheets.images.h / c.sheets.images.w)|round(1) }}px">{% call sprite(c.sheets.images, e.pos, 96, '', 'grey') %}{% endcall %}{% call sprite(c.sheets.heatmaps, e.pos, 96, '', 'heat') %}{% endcall %}</span>{% endfor %}
+{% set t = [96, (1000 / [cl.examples|length, 1]|max - 10)|int]|min %}
+<div class="examples" style="grid-template-columns:70px repeat({{ cl.examples|length }}, {{ t }}px)">
+<span class="head">image</span>{% for e in cl.examples %}{% call sprite(c.sheets.images, e.pos, t) %}{% endcall %}{% endfor %}
+<span class="head">heatmap</span>{% for e in cl.examples %}{% call sprite(c.sheets.heatmaps, e.pos, t) %}{% endcall %}{% endfor %}
+<span class="head">overlay</span>{% for e in cl.examples %}<span class="overlay" style="width:{{ t }}px;height:{{ (t * c.sheets.images.h / c.sheets.images.w)|round(1) }}px">{% call sprite(c.sheets.images, e.pos, t, '', 'grey') %}{% endcall %}{% call sprite(c.sheets.heatmaps, e.pos, t, '', 'heat') %}{% endcall %}</span>{% endfor %}
 <span></span>{% for e in cl.examples %}<span class="lbl" title="{{ e.id }}">{{ e.id }}</span>{% endfor %}
 </div>
 <p class="caption">The {{ cl.examples|length }} images nearest the cluster's centre in the spectral embedding.</p>
