@@ -148,6 +148,16 @@ def _export(args) -> int:
     return EXIT_OK
 
 
+def _diff(args) -> int:
+    from .diff import diff_runs, to_text, write_diff
+    d = diff_runs(args.run_a, args.run_b)
+    paths = write_diff(d, args.out or Path(d["run_b"]) / "diff")
+    print(json.dumps(d, indent=1) if args.json else to_text(d))
+    if not args.json:
+        print(f"diff page: {paths['html'].resolve()} (JSON: {paths['json'].resolve()})")
+    return EXIT_OK
+
+
 def _verbosity_options(parser: argparse.ArgumentParser, default) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=default,
                         help="more log output (-v: spray's debug messages, -vv: also the libraries')")
@@ -208,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--verify", action="store_true", help="integrity check (reads every shard)")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.set_defaults(func=_inspect)
+
+    diff = command("diff", "what changed between two runs (clusters, flags, samples, suspicion, flips)",
+                   "Compare two finished runs of a job (a grown data set, a retrained model): per class, clusters and "
+                   "flags that appeared or disappeared (matched by member overlap), samples that moved into or out "
+                   "of flagged clusters, and the change of suspicion and flip rates. Writes diff.json and diff.html.")
+    diff.add_argument("run_a", help="the earlier run folder (or its analysis folder)")
+    diff.add_argument("run_b", help="the later run folder (or its analysis folder)")
+    diff.add_argument("--out", help="folder for diff.json and diff.html (default: RUN_B/diff)")
+    diff.add_argument("--json", action="store_true", help="print the JSON document instead of text")
+    diff.set_defaults(func=_diff)
 
     export = command("export", "export a run for another tool (ViRelAy)", "Export a finished run for another tool.")
     export_sub = export.add_subparsers(dest="format", required=True, metavar="FORMAT")

@@ -89,3 +89,10 @@ def demo_run(bed_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
     assert main(["demo", "--small", "--out", str(out), "--quiet"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def scene_bed(bed_cache):
+    """The CI scene bed (four drawn object classes on photo crops, a stamp on class 2), trained once."""
+    from spray.datasets import prepare_bed
+    return prepare_bed("scenes-small", cache=bed_cache)

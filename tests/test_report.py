@@ -126,7 +126,7 @@ def test_index_ranks_filters_and_links_every_class(demo_run, tmp_path):
                "const o = document.getElementById('flagged-only'); o.checked = true; o.dispatchEvent(new Event('change')); }")
         assert b.eval("document.querySelectorAll('#classes tbody tr').length") == 1
         finding = b.eval("document.getElementById('finding-1').textContent")
-        assert "class 0" in finding and "Flip test" in finding and "rows 24-29" in finding
+        assert "class 0" in finding and "Flip test" in finding and "Hot spot: rows 24-" in finding  # the stamp's rows
         assert b.eval("document.documentElement.scrollWidth <= window.innerWidth")
         b.screenshot(SHOTS / "index.png", full_page=True)
 
@@ -169,8 +169,13 @@ def test_index_ranking_puts_flags_first_then_attention():
 def test_words_for_the_numbers():
     assert words.box([24, 2, 30, 12], (32, 32), "the lower-left corner") == (
         "rows 24-29 and columns 2-11 of the 32x32-pixel input (a 6x10-pixel patch, the lower-left corner)")
-    text = words.flip({"n": 500, "rate": 0.55, "control": {"rate": 0.02}, "confirmed": True}, "0", True, True)
-    assert "turns 55% of them into class 0" in text and "control paste turns 2%" in text and "confirmed" in text
+    entry = {"n": 500, "rate": 0.55, "method": "paste region", "control": "same region, other samples of the class",
+             "control_rate": 0.02, "confirmed": True}
+    text = words.flip(entry, "0", True, True)
+    assert "turns 55% of them into class 0" in text and "(same region, other samples of the class) turns 2%" in text
+    assert "confirmed, the model uses" in text
+    assert "not confirmed" in words.flip({**entry, "confirmed": False}, "0", True, True)
+    assert "background" in words.flip({**entry, "method": "swap background"}, "0", True, True)
     assert words.flip(None, "0", True, False).startswith("Not verified")
     assert "zB" in words.composite({"preset": "epsilon_gamma_box", "low": [-1], "high": [1]})
     assert "by layer type: Conv2d -> gamma (gamma=0.5)" in words.composite(

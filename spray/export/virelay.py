@@ -103,8 +103,8 @@ def _common(src: h5py.File, names: List[str], group: str) -> List[str]:
     common = set.intersection(*every)
     dropped = sorted(set.union(*every) - common)
     if dropped:
-        log.warning("ViRelAy export: %s %s missing in some classes (ViRelAy needs the same names in every "
-                    "class); left out", group, dropped)
+        log.info("ViRelAy file: %s %s missing in some classes (ViRelAy needs the same names in every class); "
+                 "left out", group, dropped)
     return sorted(common)
 
 

@@ -57,6 +57,8 @@ def _bottleneck_forward(self, x):
 
 
 _BASIC = ("conv1", "bn1", "conv2", "bn2", "relu", "downsample")
+#: modules whose BasicBlock/Bottleneck compute exactly torchvision's forward
+_TORCHVISION_LAYOUT = ("torchvision.models.resnet", "spray.models.zoo")
 _BOTTLENECK = _BASIC + ("conv3", "bn3")
 
 #: user-registered residual modules: type -> forward that calls ``self.spray_sum``
@@ -74,6 +76,8 @@ def residual_forward_for(module: nn.Module):
         if isinstance(module, module_type):
             return forward
     name = type(module).__name__
+    if not type(module).__module__.startswith(_TORCHVISION_LAYOUT):
+        return None  # another library's block of that name may compute more (SE, drop path): ruled per operation
     if name == "Bottleneck" and all(hasattr(module, a) for a in _BOTTLENECK):
         return _bottleneck_forward
     if name == "BasicBlock" and all(hasattr(module, a) for a in _BASIC):
@@ -131,7 +135,7 @@ class Canonization:
         return changed
 
     def fold_batch_norm(self, linear: nn.Module, bn: nn.Module) -> None:
-        """Fold eval-mode ``bn`` into ``linear`` (conv or dense) and turn ``bn`` into the identity."""
+        """Fold eval-mode ``bn`` into ``linear`` (conv or dense); the caller makes ``bn`` the identity."""
         with torch.no_grad():
             weight = linear.weight
             scale = bn.running_var.add(bn.eps).rsqrt()
@@ -146,7 +150,6 @@ class Canonization:
             new_bias = nn.Parameter(bias * scale.to(bias) + shift.to(bias), requires_grad=False)
         self.set_attr(linear, "weight", new_weight)
         self.set_attr(linear, "bias", new_bias)
-        self.override_forward(bn, _identity_forward)
 
     def set_identity(self, module: nn.Module) -> None:
         """Make ``module`` (Dropout, Identity) return its input object itself."""

@@ -1,8 +1,8 @@
 """Layers that are linear in their input, seen through one interface.
 
 A rule needs two things from a layer: its forward pass with substituted parameters (``forward``),
-and the transpose of its linear map applied to a tensor (``vjp``). Conv, dense, average pooling
-and an un-folded batch norm all provide both, so every rule works on every one of them.
+and the transpose of its linear map applied to a tensor (``vjp``). Conv, dense (as modules or
+as the functional calls a forward makes), average pooling and an un-folded batch norm all provide both, so every rule works on every one of them.
 ``vjp`` never asks autograd for a weight gradient: convolutions go straight to the input half of
 ``convolution_backward``.
 """
@@ -71,21 +71,77 @@ class ConvOp(LinearOp):
     def vjp(self, grad, weight, input_shape):
         m = self.module
         if m.padding_mode == "zeros" and not isinstance(m.padding, str):
-            dummy = grad.new_empty(1).expand(input_shape)
-            n = len(m.kernel_size)
-            return torch.ops.aten.convolution_backward(
-                grad, dummy, weight, None, list(m.stride), list(m.padding), list(m.dilation),
-                False, [0] * n, m.groups, [True, False, False],
-            )[0]
+            return _conv_input_grad(grad, weight, input_shape, m.stride, m.padding, m.dilation, m.groups)
         # Other padding modes pad explicitly before the convolution: let autograd do the transpose.
-        proxy = torch.zeros(input_shape, dtype=grad.dtype, device=grad.device, requires_grad=True)
-        with torch.enable_grad():
-            out = m._conv_forward(proxy, weight, None)
-        return torch.autograd.grad(out, proxy, grad)[0]
+        return _autograd_vjp(lambda p: m._conv_forward(p, weight, None), grad, input_shape)
+
+
+class FunctionalConvOp(LinearOp):
+    """A functional ``F.conv1d/2d/3d`` call as made in a forward: the weight it really received.
+
+    This is how a conv subclass with a forward of its own (weight standardisation, "same" padding
+    done with ``F.pad``) is explained: by the convolution it computes, never by its base class.
+    """
+
+    def __init__(self, fn, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups: int):
+        super().__init__(None)
+        self.fn, self._weight, self._bias = fn, weight, bias
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+
+    @property
+    def weight(self):
+        return self._weight
+
+    @property
+    def bias(self):
+        return self._bias
+
+    def forward(self, x, weight, bias):
+        return self.fn(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def vjp(self, grad, weight, input_shape):
+        if isinstance(self.padding, str):
+            return _autograd_vjp(lambda p: self.forward(p, weight, None), grad, input_shape)
+        n = weight.ndim - 2
+        return _conv_input_grad(grad, weight, input_shape, _tuple(self.stride, n), _tuple(self.padding, n),
+                                _tuple(self.dilation, n), self.groups)
+
+
+def _tuple(value, n: int) -> list:
+    return list(value) if isinstance(value, (tuple, list)) else [value] * n
+
+
+def _conv_input_grad(grad, weight, input_shape, stride, padding, dilation, groups) -> Tensor:
+    """The input half of ``convolution_backward``: no weight gradient is ever computed."""
+    dummy = grad.new_empty(1).expand(input_shape)
+    n = weight.ndim - 2
+    return torch.ops.aten.convolution_backward(
+        grad, dummy, weight, None, list(stride), list(padding), list(dilation),
+        False, [0] * n, groups, [True, False, False],
+    )[0]
+
+
+def _autograd_vjp(forward: Callable[[Tensor], Tensor], grad: Tensor, input_shape) -> Tensor:
+    proxy = torch.zeros(input_shape, dtype=grad.dtype, device=grad.device, requires_grad=True)
+    with torch.enable_grad():
+        out = forward(proxy)
+    return torch.autograd.grad(out, proxy, grad)[0]
 
 
 class DenseOp(LinearOp):
-    """nn.Linear."""
+    """nn.Linear, or a functional ``F.linear`` call (``weight``/``bias`` given: the ones it received)."""
+
+    def __init__(self, module: Optional[nn.Module], weight: Optional[Tensor] = None, bias: Optional[Tensor] = None):
+        super().__init__(module)
+        self._weight, self._bias = weight, bias
+
+    @property
+    def weight(self):
+        return self.module.weight if self.module is not None else self._weight
+
+    @property
+    def bias(self):
+        return self.module.bias if self.module is not None else self._bias
 
     def forward(self, x, weight, bias):
         return F.linear(x, weight, bias)
@@ -113,10 +169,7 @@ class PoolOp(LinearOp):
         return self._forward(x)
 
     def vjp(self, grad, weight, input_shape):
-        proxy = torch.zeros(input_shape, dtype=grad.dtype, device=grad.device, requires_grad=True)
-        with torch.enable_grad():
-            out = self._forward(proxy)
-        return torch.autograd.grad(out, proxy, grad)[0]
+        return _autograd_vjp(self._forward, grad, input_shape)
 
 
 class AffineOp(LinearOp):

@@ -3,6 +3,7 @@
     REPORT/index.html              findings first (prototype and examples of every flagged cluster, flip test
                                    with control), what to do next, then every class ranked (paged, filterable)
     REPORT/review.csv              the images of every flagged cluster: class, cluster, id, store row, scores
+    REPORT/samples.csv             every image of the run with its cluster and suspicion, most suspicious first
     REPORT/summary.json            every class and cluster (members, score, reason, box, flip test)
     REPORT/assets/                 stylesheet, page scripts and plotly.js (from the installed plotly package)
     REPORT/class-<label:08d>/      index.html (interactive map, spectrum, prototypes, clusters), clusters.csv,
@@ -137,7 +138,9 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
             **{key: c[key] for key in ("cluster", "size", "share", "score", "flagged", "kind", "where", "reason")},
             "examples": examples, "flip": entry,
             "flip_words": words.flip(entry, rec["name"], c["flagged"], verified),
-            "box_words": words.box(c["box"], shape, c["where"]),
+            "box_words": words.box(c["box"], shape, c["where"]) if c["kind"] == "local" else
+                         f"none, a non-local finding ({c['where']})",
+            "box": c["box"] if c["kind"] == "local" else None,
             "score_words": words.score(c, ctx["threshold"]),
             "separation_words": words.separation(c["separation"], ctx["n_neighbors"])})
         class_json_clusters.append({
@@ -158,7 +161,7 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
             "eigengap_words": words.eigengap(k, eg["gap"], eg["runner_up"], eg["runner_up_gap"], rec["eigenvalues"]),
             "prototypes": [{"title": f"whole class, {n} images", "box": None, "flagged": False}] +
                           [{"title": f"cluster {c['cluster']}: {c['size']} images, suspicion {c['score']:.2f}",
-                            "box": c["box"], "flagged": c["flagged"]} for c in clusters]}
+                            "box": pc["box"], "flagged": c["flagged"]} for c, pc in zip(clusters, page_clusters)]}
     data = {"label": label, "name": rec["name"], "n": n, "k": k, "ids": ids, "rows": rows.tolist(),
             "maps": list(maps), "emb": {m: {"x": _rounded(xy[:, 0]), "y": _rounded(xy[:, 1])} for m, xy in maps.items()},
             "clusterings": {str(kk): v.tolist() for kk, v in clusterings.items()}, "flagged": flagged,
@@ -172,20 +175,24 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
                    "hot": round(c["hot"], 4), "off": round(c["off"], 4), "separation": round(c["separation"], 4),
                    "box_top_left_bottom_right_px": " ".join(map(str, c["box"])), "where": c["where"],
                    "flip_rate": None if not e["flip"] else round(e["flip"]["rate"], 4),
-                   "control_flip_rate": words.control_rate((e["flip"] or {}).get("control")),
+                   "consistency": round(c.get("consistency", float("nan")), 4), "decided_by": c.get("decided_by"),
+                   "control_rate": (e["flip"] or {}).get("control_rate"),
                    "confirmed": (e["flip"] or {}).get("confirmed"), "reason": c["reason"],
                    "review_ids": " ".join(c["members"]) if c["flagged"] else ""}
                   for c, e in zip(clusters, page_clusters)]).to_csv(folder / "clusters.csv", index=False)
-    pd.DataFrame({"id": ids, "row": rows, f"cluster_k{k}": labels, "flagged": np.isin(labels, flagged),
-                  "suspicion": np.round(score, 4)}).to_csv(folder / "samples.csv", index=False)
+    samples = pd.DataFrame({"id": ids, "row": rows, "label": store.labels[rows].astype(int),
+                            "prediction": store.predictions[rows].astype(int), "cluster": labels.astype(int),
+                            "cluster_flagged": np.isin(labels, flagged), "score": np.round(score, 6)})
+    samples.to_csv(folder / "samples.csv", index=False)
     class_json = {"label": label, "name": rec["name"], "n": n, "k": k, "eigengap": eg, "accuracy": rec["accuracy"],
-                  "clusters": class_json_clusters}
+                  "clusters": class_json_clusters,
+                  "samples": {"file": "samples.csv", **{key: samples[key].tolist() for key in ("id", "cluster", "score")}}}
     if "attention" in rec:
         class_json["attention"] = rec["attention"]
     _write_text(folder / "summary.json", json.dumps(class_json, indent=1))
     href = f"{folder.name}/index.html"
     findings = [{**pc, "class_name": rec["name"], "label": label, "href": href, "prefix": f"{folder.name}/",
-                 "sheets": sheets, "shape": shape, "box": c["box"], "examples": pc["examples"][:4]}
+                 "sheets": sheets, "shape": shape, "examples": pc["examples"][:4]}
                 for c, pc in zip(clusters, page_clusters) if c["flagged"]]
     top = max((c["score"] for c in clusters), default=0.0)
     attention = rec.get("attention")
@@ -195,7 +202,7 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
     row = {"label": label, "name": rec["name"], "href": href, "n": n, "k": k, "flagged": flagged,
            "top_score": round(top, 4), "why": why, "attention": attention,
            "flag_score": max((c["score"] for c in clusters if c["flagged"]), default=None)}
-    return {"row": row, "findings": findings, "json": class_json, "review": review}
+    return {"row": row, "findings": findings, "json": class_json, "review": review, "samples": samples}
 
 
 def words_short(c: dict) -> str:
@@ -266,8 +273,14 @@ def write_report(store_path, analysis_dir, out, verification: Optional[Dict[str,
                                   "flip_rate"]).to_csv(out / "review.csv", index=False)
     write_index(out, run, findings, ranked, len(review), analysis.get("skipped_classes", []))
     flagged_json = [{"class": f["label"], "cluster": f["cluster"], "score": f["score"],
-                     "flip_rate": (f["flip"] or {}).get("rate"), "control": words.control_rate((f["flip"] or {}).get("control")),
+                     "flip_rate": (f["flip"] or {}).get("rate"), "control_rate": (f["flip"] or {}).get("control_rate"),
                      "confirmed": (f["flip"] or {}).get("confirmed")} for f in findings]
+    samples = pd.concat([r["samples"] for r in results], ignore_index=True) if results else pd.DataFrame()
+    if len(samples):
+        samples = samples.sort_values("score", ascending=False, kind="stable")
+    samples.to_csv(out / "samples.csv", index=False)       # every sample of the run, most suspicious first
+    top = json.loads(samples.head(20).to_json(orient="records")) if len(samples) else []
     _write_text(out / "summary.json", json.dumps({"run": run, "flagged": flagged_json,
-                                                 "classes": [r["json"] for r in results]}, indent=1, default=str))
+                                                 "classes": [r["json"] for r in results],
+                                                 "samples": {"file": "samples.csv", "top": top}}, indent=1, default=str))
     return out / "index.html"

@@ -73,8 +73,9 @@ INDEX = MACROS + """<!doctype html>
 <h1>spray audit: {{ run.name }}</h1>
 <p class="muted">{{ run.samples }} samples in {{ run.n_classes }} classes; {{ run.accuracy_words }}.<br>
 LRP composite: {{ run.composite_words }}.<br>Generated {{ run.created }}; a cluster is flagged from suspicion {{ "%.2f"|format(run.threshold) }}.
-{% if run.bed %}<br>Test bed <b>{{ run.bed.name }}</b>: the planted shortcut is in class {{ run.bed.artifact_class }}; pasting it flips
-{{ "%.0f"|format(100 * run.bed.flip_rate) }}% of other classes' test images (the model does use it).{% endif %}</p>
+{% if run.bed %}<br>Test bed <b>{{ run.bed.name }}</b>, planted: {% for name, s in run.bed.shortcuts.items() %}{{ name }} in class
+{{ s.class }} (putting it on other classes' test images flips {{ "%.0f"|format(100 * s.flip_rate) }}% of them, against a base rate of
+{{ "%.0f"|format(100 * s.base_rate) }}%){% if not loop.last %}; {% endif %}{% endfor %}: the model does use {% if run.bed.shortcuts|length > 1 %}them{% else %}it{% endif %}.{% endif %}</p>
 
 <h2>Findings, most suspicious first</h2>
 {% if flagged %}

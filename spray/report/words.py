@@ -62,10 +62,19 @@ def separation(value: float, n_neighbors: int) -> str:
 
 
 def score(cluster: dict, threshold: float) -> str:
-    return (f"suspicion {cluster['score']:.2f} = separation {cluster['separation']:.2f} x the larger of hot-spot excess "
-            f"{cluster['hot']:.2f} (share of relevance in its hot spot beyond what the class's typical map puts there) "
-            f"and off-object excess {cluster['off']:.2f} (relevance moved off the region the class usually uses); "
+    """The suspicion score's parts (spray.analysis.suspicion): separation x consistency x magnitude."""
+    local = cluster.get("kind") == "local"
+    magnitude = cluster["hot"] if local else cluster["off"]
+    what = ("how much more of the members' relevance lies in the region where their pixels are the same than "
+            "of the rest of the class's" if local else
+            "how much more of the members' relevance lies on colours of their own than of the rest's")
+    text = (f"suspicion {cluster['score']:.2f} = separation {cluster['separation']:.2f} x consistency "
+            f"{cluster.get('consistency', float('nan')):.2f} (1 = the members' input there is identical, 0 = no more "
+            f"alike than the rest of the class) x {'local' if local else 'colour'} excess {magnitude:.2f} ({what}); "
             f"flagged from {threshold:.2f}")
+    if cluster.get("decided_by"):
+        text += f"; decided by {cluster['decided_by']}"
+    return text
 
 
 def box(b: Sequence[int], shape: Sequence[int], where: str) -> str:
@@ -76,29 +85,23 @@ def box(b: Sequence[int], shape: Sequence[int], where: str) -> str:
             f"{bottom - top}x{right - left}-pixel patch, {where})")
 
 
-def control_rate(value) -> Optional[float]:
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        value = value.get("rate")
-    return None if value is None else float(value)
-
-
 def flip(entry: Optional[dict], label_name: str, flagged: bool, verified: bool) -> str:
-    """The artifact-insertion (flip) test with its control, in words; "" for unflagged clusters."""
+    """The artifact-insertion (flip) test with its control (spray.verify), in words; "" when not flagged."""
     if not flagged:
         return ""
     if not verified:
         return "Not verified: the flip test was not run (verify.enabled is false)."
     if not entry:
-        return "Not verified: there were no other-class images to paste onto."
-    text = (f"Flip test: pasting this cluster's region onto {entry['n']} images of other classes turns "
-            f"{entry['rate']:.0%} of them into class {label_name}")
-    control = control_rate(entry.get("control"))
-    if control is not None:
-        text += f"; the control paste turns {control:.0%}"
+        return "Not verified: there were no other-class images to test on."
+    action = (f"giving {entry['n']} images of other classes this cluster's background (each keeps its own object)"
+              if entry.get("method") == "swap background" else
+              f"pasting this cluster's region onto {entry['n']} images of other classes")
+    text = f"Flip test: {action} turns {entry['rate']:.0%} of them into class {label_name}"
+    if entry.get("control_rate") is not None:
+        text += f"; its control ({entry.get('control', 'control')}) turns {entry['control_rate']:.0%}"
     if "confirmed" in entry:
-        text += ": confirmed, the model uses this region" if entry["confirmed"] else ": not confirmed"
+        text += (": confirmed, the model uses what this cluster has in common" if entry["confirmed"] else
+                 ": not confirmed, it flips no more than its control")
     elif entry["rate"] < WEAK_FLIP:
         text += ": a weaker finding, the model may not rely on this region alone"
     return text + "."
