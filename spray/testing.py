@@ -128,8 +128,9 @@ def model_state(model) -> tuple:
 def lrp_check(model, x, composite="epsilon_plus_flat", **kwargs) -> dict:
     """Explain ``x`` with ``composite`` as a user would and check what the coverage table reports:
     finite relevance of the input's shape, the model bitwise unchanged after ``close()``, seconds per
-    batch against a forward + input-gradient pass (after a warm-up), and the conservation ratio
-    (input relevance total / explained logit, batch mean)."""
+    batch against a forward + input-gradient pass (after a warm-up), the conservation ratio
+    (input relevance total / explained logit, batch mean) and the self-check's measured relative
+    logit difference (0: bitwise equal)."""
     import time
 
     import torch
@@ -137,7 +138,7 @@ def lrp_check(model, x, composite="epsilon_plus_flat", **kwargs) -> dict:
     from .lrp import LRP
     before = model_state(model)
     row = {"ok": False, "error": "", "lrp_s": float("nan"), "grad_s": float("nan"), "ratio": float("nan"),
-           "conservation": float("nan")}
+           "conservation": float("nan"), "self_check": float("nan")}
 
     def gradient():
         xx = x.detach().clone().requires_grad_(True)
@@ -150,6 +151,7 @@ def lrp_check(model, x, composite="epsilon_plus_flat", **kwargs) -> dict:
         row["grad_s"] = time.perf_counter() - t0
         with LRP(model, composite, **kwargs) as lrp:
             lrp.explain(x)  # attach (probe, self-check) and warm up
+            row["self_check"] = lrp.self_check_error_
             t0 = time.perf_counter()
             result = lrp.explain(x)
             row["lrp_s"] = time.perf_counter() - t0

@@ -5,25 +5,33 @@ A shortcut is a thing that looks the same in every sample that carries it: a sou
 trigger or a padding border are the same pixels at the same place; a background type is the same
 colours wherever the object stands. Objects of one class at different places, sizes and colours
 are not. So a cluster's relevance counts as suspicious only where the INPUT there is consistent
-across its members and unlike the rest of the class, never merely because the relevance sits
+across its members and unlike the class's typical sample, never merely because the relevance sits
 somewhere else (SpRAy splits a class by where its objects lie; such a cluster's hot spot is its
 object, whose pixels differ from member to member).
 
-For a cluster with members m and the rest of its class o (maps normalised to unit sum):
+For a cluster with members m in a class c (maps normalised to unit sum), every comparison is
+against the class's TYPICAL sample: the median over all of c, members included, never the rest of
+the class. Assumption: a shortcut is carried by a minority of its class (the VOC horse tag by a
+fifth; fewer than half in any case), so it does not move the class's median. Against "the rest",
+the complement of a shortcut group would look like a finding of its own: a clean majority whose
+objects share one colour (yellow tennis balls next to a tagged quarter) is consistent and unlike
+the rest (the tagged quarter), in its pixels and in its colours. Against the median it is the
+typical sample itself and scores 0. A shortcut on most of a class is the class's typical picture
+and cannot be told from its object by any within-class contrast (spray does not flag it).
 
-- local evidence: the cells where the members' mean map exceeds the rest's form blobs; a blob is
-  kept when its pixels are consistent: with T the members' per-pixel median there and d_i a
-  sample's mean absolute difference from T, ``consistency = 1 - median(d_m) / median(d_o)`` is at
+- local evidence: the cells where the members' mean map exceeds the rest's form candidate blobs; a
+  blob is kept when its pixels are consistent: with T the members' per-pixel median there and d_i a
+  sample's mean absolute difference from T, ``consistency = 1 - median(d_m) / median(d_c)`` is at
   least ``CONSISTENT`` (the members are at least twice as close to their common picture as the
-  rest of the class is), and grown by neighbouring cells that are consistent on their own (the
-  excess may cover only the middle of a tag). ``hot`` = how much more of the members' relevance lies in the kept blobs
-  than of the rest's. Kept blobs covering more than half the image are a background, left to the
-  non-local evidence;
+  class's typical sample is), and grown by neighbouring cells that are consistent on their own (the
+  excess may cover only the middle of a tag). ``hot`` = how much more of the members' relevance lies
+  in the kept blobs than the class's median share. Kept blobs covering more than half the image are
+  a background, left to the non-local evidence;
 - non-local evidence: each sample's relevance-weighted colour histogram (4 levels per channel).
-  Colours that hold at least ``ENRICHED`` times as much of the members' relevance as of the rest's
-  are the cluster's own; ``off`` = how much more of the members' relevance lies on them; the
-  consistency is that of the whole histogram (same formula, d_i the L1 distance from the members'
-  median histogram): the members look at the same colours;
+  Colours on which the members' median histogram holds at least ``ENRICHED`` times the class's
+  median are the cluster's own; ``off`` = how much more of the members' relevance lies on them than
+  the class's median share; the consistency is that of the whole histogram (same formula, d_i the
+  L1 distance from the members' median histogram): the members look at the same colours;
 - ``separation``: the share of the members' kNN edges that stay inside the cluster (1 -
   conductance; Anders et al. 2022 rank Clever-Hans candidates by how separable they are);
 - score = separation x consistency x magnitude for the stronger of the two kinds; flagged when the
@@ -33,14 +41,14 @@ For a cluster with members m and the rest of its class o (maps normalised to uni
 A sample's score is the largest, over its class's clusters, of separation x consistency x that
 sample's own magnitude for the cluster's finding (its relevance share in the consistent region
 times how closely its pixels there match the members' picture; or its relevance share on the
-cluster's own colours beyond the rest's): a tagged sample scores high even where SpRAy put it into
-another cluster, so samples can be ranked for review.
+cluster's own colours beyond the class's median share): a tagged sample scores high even where
+SpRAy put it into another cluster, so samples can be ranked for review.
 
 Measured with the defaults (development beds; `benchmarks/bench_detect.py` prints the full table):
 watermark F1 1.00, background F1 1.00, scenes-small stamp F1 0.98, each ranked first with sample
 AUROC 1.00 and no other cluster flagged; SpRAy's position clusters score 0.00 ("inconsistent input").
-The constants are ratios with a meaning (twice as close to the common picture, twice the rest's
-relevance, half the graph edges inside), not fitted to a bed.
+The constants are ratios with a meaning (twice as close to the common picture as the typical sample,
+twice the typical relevance, half the graph edges inside), not fitted to a bed.
 """
 from __future__ import annotations
 
@@ -124,10 +132,13 @@ def describe_place(box: Tuple[int, int, int, int], shape: Tuple[int, int]) -> st
 
 
 def _consistency(d: np.ndarray, members: np.ndarray) -> float:
-    """1 - median(d over members) / median(d over the rest): 1 when every member matches the common
-    picture exactly, 0 when members are no closer to it than the rest of the class."""
-    rest = np.median(d[~members])
-    return float(1.0 - np.median(d[members]) / rest) if rest > 0 else 0.0
+    """1 - median(d over members) / median(d over the whole class): 1 when every member matches the
+    common picture exactly, 0 when members are no closer to it than a typical sample of the class.
+    The class's median, members included, is the reference, not the rest of the class: a minority
+    does not move it, so the complement of a shortcut group (a clean majority, say all of one
+    colour) is as close to its own picture as its class typically is and scores about 0."""
+    typical = np.median(d)
+    return float(1.0 - np.median(d[members]) / typical) if typical > 0 else 0.0
 
 
 def _upsample(cells: np.ndarray, q: int) -> np.ndarray:
@@ -172,9 +183,9 @@ def _local(pooled, members, pixels, q) -> _Local:
     d = _distance_to_template(pixels, _upsample(region, q), members)
     consistency = _consistency(d, members)
     share = pooled[:, region].sum(1)
-    hot = float(share[members].mean() - share[~members].mean())
-    rest = np.median(d[~members])
-    match = np.clip(1.0 - d / rest, 0, 1) if rest > 0 else np.zeros(n)
+    hot = float(share[members].mean() - np.median(share))
+    typical = np.median(d)
+    match = np.clip(1.0 - d / typical, 0, 1) if typical > 0 else np.zeros(n)
     return _Local(region, hot, consistency, share * match, _patch(region, pixels, members, q))
 
 
@@ -184,10 +195,10 @@ def _patch(region: np.ndarray, pixels: np.ndarray, members: np.ndarray, q: int) 
     around = _upsample(ndimage.binary_dilation(region, structure=np.ones((3, 3))), q)
     x = pixels[:, around]                                              # (n, k, 3)
     d = np.abs(x - np.median(x[members], axis=0)[None]).mean(-1)       # (n, k)
-    rest = np.median(d[~members], axis=0)
-    consistent = 1.0 - np.median(d[members], axis=0) / np.maximum(rest, 1e-12) >= CONSISTENT
+    typical = np.median(d, axis=0)
+    consistent = 1.0 - np.median(d[members], axis=0) / np.maximum(typical, 1e-12) >= CONSISTENT
     patch = np.zeros(around.shape, bool)
-    patch[around] = consistent & (rest > 0)
+    patch[around] = consistent & (typical > 0)
     return patch
 
 
@@ -230,13 +241,14 @@ class _NonLocal:
 
 def _non_local(hist, members) -> _NonLocal:
     n, bins = hist.shape
-    hm, ho = hist[members].mean(0), hist[~members].mean(0)
+    # the members' typical profile against the class's (medians: a minority moves neither)
+    hm, typical = np.median(hist[members], axis=0), np.median(hist, axis=0)
     prior = 0.1 / bins      # a pseudo-count: a colour nobody looks at is not "enriched" by noise
-    own = (hm + prior) >= ENRICHED * (ho + prior)
+    own = (hm + prior) >= ENRICHED * (typical + prior)
     if not own.any():
         return _NonLocal(0.0, 0.0, np.zeros(n))
     share = hist[:, own].sum(1)
-    base = float(share[~members].mean())
+    base = float(np.median(share))
     off = float(share[members].mean() - base)
     # consistency of the whole colour profile, not just of the share on the cluster's own colours:
     # the complement of a tagged group also has "own" colours (all but the tag's), but objects of
@@ -336,11 +348,11 @@ def _explain(kind, flagged, score, threshold, consistency, separation, local, no
         if kind == "local":
             what = (f"suspicious (local shortcut, score {score:.2f}): the members carry the same pixels in a {patch} "
                     f"(consistency {consistency:.2f}: they are that much closer to their common picture than the "
-                    f"rest of the class) and put {local.hot:.0%} more of their relevance there than the rest of "
-                    f"the class")
+                    f"class's typical sample) and put {local.hot:.0%} more of their relevance there than the class "
+                    f"typically does")
         else:
             what = (f"suspicious (non-local shortcut, score {score:.2f}): {non_local.off:.0%} more of the members' "
-                    f"relevance lies on colours the rest of the class hardly looks at, in every member alike "
+                    f"relevance lies on colours the class typically hardly looks at, in every member alike "
                     f"(consistency {consistency:.2f}), strongest at {where}")
         return "pixel consistency" if kind == "local" else "colour consistency", \
             f"{what}; {separation:.0%} of its graph edges stay inside it"

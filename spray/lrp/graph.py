@@ -32,6 +32,7 @@ class Call:
     module: nn.Module
     inputs: List[int]
     output: Optional[int]
+    output_ndim: int = 0
 
 
 @dataclass
@@ -102,7 +103,7 @@ def probe(model: nn.Module, x: Tensor, router: Router, is_fast: Callable[[nn.Mod
                 t._spray_input = True
         if ins:
             call = Call(len(graph.calls), paths.get(module, "?"), module, [id(t) for t in ins],
-                        id(outs[0]) if len(outs) == 1 else None)
+                        id(outs[0]) if len(outs) == 1 else None, outs[0].ndim if len(outs) == 1 else 0)
             graph.calls.append(call)
             for t in dict.fromkeys(call.inputs):
                 graph.uses.setdefault(t, []).append(Use(call=call, where=call.path))

@@ -36,8 +36,11 @@ Kinds:
     AttnLRP's softmax rule ``R_x = x (R_s - s sum R_s)``, which in gradient form is the plain
     gradient through the softmax.
 ``attention``
-    ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention``'s functional forward are
-    computed as their matmuls and softmax, which then take the rules above.
+    ``F.scaled_dot_product_attention`` runs the fused kernel the model calls (the logits stay
+    bitwise the model's); its relevance is that of its matmuls and softmax under the rules above.
+    ``nn.MultiheadAttention``'s functional forward runs as torch's own code with each of its
+    operations routed (its in-projection is a linear layer, then the attention above).
+    ``baddbmm``/``addmm`` of a constant (a mask) and two activations split uniformly.
 ``norm``
     LayerNorm, GroupNorm, RMSNorm (also as ``LayerNorm2d`` and functional calls) and
     ``F.normalize``: the normalisation's scale (1/std, 1/rms, 1/norm) is a constant, the centring
@@ -95,7 +98,7 @@ WHY = {
                "two ungated factors: uniform split (AttnLRP); a divisor is a constant",
     "matmul": "product of two activations: uniform split (AttnLRP), each of n operands gets 1/n",
     "softmax": "CP-LRP: softmax weights constant (default); 'attnlrp': AttnLRP's softmax rule (its gradient)",
-    "attention": "computed as its matmuls and softmax, which take their own rules",
+    "attention": "the model's fused kernel forward; relevance by its matmuls' and softmax's rules",
     "norm": "normalisation scale (1/std, 1/rms, 1/norm) constant; centring and affine part linear "
             "(LXT's identity rule)",
     "activation": "element-wise non-linearity: pass rule R_x = R_y (LXT's identity rule)",

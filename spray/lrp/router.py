@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import types
 import weakref
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -97,6 +98,63 @@ class _NormFunction(torch.autograd.Function):
         if ctx.center:
             h = h - h.mean(-1, keepdim=True)
         return h.reshape(ctx.shape), None, None
+
+
+class _AttentionFunction(torch.autograd.Function):
+    """``F.scaled_dot_product_attention`` run by the very kernel the model calls (so the logits stay
+    bitwise the model's); its backward is the gradient of the attention written as matmuls and a
+    softmax under the composite's rules (:func:`attend`), recomputed from the saved q, k, v."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, options: dict, attnlrp: bool):
+        ctx.options, ctx.attnlrp = options, attnlrp
+        ctx.kept = [keep(t) for t in (q, k, v)]
+        return F.scaled_dot_product_attention(q, k, v, **options)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v = (kept.take("scaled_dot_product_attention") for kept in ctx.kept)
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(need) for t, need in zip((q, k, v), ctx.needs_input_grad)]
+            out = attend(*leaves, mask=ctx.options.get("attn_mask"), causal=bool(ctx.options.get("is_causal")),
+                         scale=ctx.options.get("scale"), attnlrp=ctx.attnlrp)
+            wanted = [t for t in leaves if t.requires_grad]
+            found = torch.autograd.grad(out, wanted, grad, allow_unused=True)
+        grads = dict(zip(map(id, wanted), found))
+        return (*(grads.get(id(t)) for t in leaves), None, None)
+
+
+def attend(q, k, v, mask=None, causal=False, scale=None, attnlrp=False):
+    """softmax(q k^T * scale + mask) v under spray's rules: AttnLRP's uniform split of each product of
+    two activations; the softmax weights constant (CP-LRP, the default: q and k get no relevance) or,
+    with ``attnlrp``, AttnLRP's softmax rule (its gradient)."""
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    with torch.set_grad_enabled(torch.is_grad_enabled() and attnlrp):
+        scores = _uniform(torch.matmul(q * scale, k.transpose(-2, -1)), q, k)
+        L, S = scores.shape[-2:]
+        if causal:
+            keep_ = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+            scores = scores.masked_fill(~keep_, float("-inf"))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        weights = torch.softmax(scores, -1)
+    return _uniform(torch.matmul(weights, v), weights, v)
+
+
+_UNDISPATCHED: Dict[object, Callable] = {}
+
+
+def _undispatched(fn: Callable) -> Callable:
+    """A copy of a ``torch.nn.functional`` function without its own torch-function check, so that,
+    with the router active, the operations it is made of are routed instead of the function itself
+    (the function's code and defaults are torch's, unchanged)."""
+    copy = _UNDISPATCHED.get(fn)
+    if copy is None:
+        namespace = {**fn.__globals__, "has_torch_function": lambda *a: False}
+        copy = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
+        copy.__kwdefaults__ = fn.__kwdefaults__
+        _UNDISPATCHED[fn] = copy
+    return copy
 
 
 def protect(t: Tensor) -> None:
@@ -249,7 +307,17 @@ class Router(TorchFunctionMode):
         return out
 
     def _matmul(self, func, key, in_place, args, kwargs, acts):
-        if key in ("addmm", "baddbmm", "addbmm", "addcmul", "bilinear"):  # linear in one activation
+        if key in ("addmm", "baddbmm", "addbmm"):  # input + mat1 @ mat2
+            added = args[0] if args else kwargs.get("input")
+            factors = [t for t in flat_tensors((args[1:], _without(kwargs, "input"))) if t.requires_grad]
+            if len(factors) == 2 and not (isinstance(added, Tensor) and added.requires_grad):
+                # a constant plus a product of two activations (attention scores with a mask): uniform split
+                return _ScaleGradient.apply(func(*args, **kwargs), 0.5)
+            if len(factors) == 2:
+                raise self._problem(key, "adding an activation to a product of two activations",
+                                    f"map a kind to it: by_op: {{{key}: uniform}}")
+            return func(*args, **kwargs)  # linear in its one activation
+        if key in ("addcmul", "bilinear"):  # linear in one activation
             if len(acts) == 1 and not (key != "bilinear" and args and args[0] is acts[0]):
                 return func(*args, **kwargs)
             if key == "bilinear" or len(acts) > 1:
@@ -373,84 +441,24 @@ class Router(TorchFunctionMode):
         return out
 
     def _attention(self, func, key, in_place, args, kwargs, acts):
-        if key == "scaled_dot_product_attention":
-            names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
-            b = dict(zip(names, args))
-            b.update(kwargs)
-            if b.get("enable_gqa"):
-                raise self._problem(key, "with enable_gqa=True", "not supported")
-            return self.attend(b["query"], b["key"], b["value"], b.get("attn_mask"), bool(b.get("is_causal", False)),
-                               b.get("scale"))
-        return self._multi_head(func, args, kwargs)
-
-    def attend(self, q, k, v, mask=None, causal=False, scale=None):
-        """softmax(q k^T * scale + mask) v, with the composite's softmax and matmul rules."""
-        scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+        if key == "multi_head_attention_forward":
+            # torch's own code, its operations routed one by one: bitwise what the model computes
+            with self:
+                return _undispatched(func)(*args, **kwargs)
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+        b = dict(zip(names, args))
+        b.update(kwargs)
+        q, k, v = b.pop("query"), b.pop("key"), b.pop("value")
+        if b.get("enable_gqa"):
+            raise self._problem(key, "with enable_gqa=True", "not supported")
+        if b.get("dropout_p"):
+            raise self._problem(key, f"with dropout_p={b['dropout_p']} in eval mode (a random output)",
+                                "pass dropout_p=0 when the model is not training")
+        mask = b.get("attn_mask")
+        if isinstance(mask, Tensor) and mask.requires_grad:
+            raise self._problem(key, "with a mask computed from activations", "not supported")
         attnlrp = KIND_ALIASES.get(self.composite.op_kinds.get("softmax", "cp")) == "gradient"
-        with torch.set_grad_enabled(torch.is_grad_enabled() and attnlrp):
-            scores = _uniform(torch.matmul(q * scale, k.transpose(-2, -1)), q, k)
-            L, S = scores.shape[-2:]
-            if causal:
-                keep = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
-                scores = scores.masked_fill(~keep, float("-inf"))
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-            weights = torch.softmax(scores, -1)
-        return _uniform(torch.matmul(weights, v), weights, v)
-
-    def _multi_head(self, func, args, kwargs):
-        b = inspect.signature(F.multi_head_attention_forward).bind(*args, **kwargs)
-        b.apply_defaults()
-        a = b.arguments
-        if a["bias_k"] is not None or a["bias_v"] is not None or a["add_zero_attn"] or a["static_k"] is not None \
-                or a["static_v"] is not None:
-            raise self._problem("multi_head_attention_forward", "with bias_k/bias_v, add_zero_attn or static keys",
-                                "not supported")
-        query, key_, value = a["query"], a["key"], a["value"]
-        batched = query.dim() == 3
-        if not batched:
-            query, key_, value = query.unsqueeze(1), key_.unsqueeze(1), value.unsqueeze(1)
-        L, N, E = query.shape
-        H = a["num_heads"]
-        d = E // H
-        if a["use_separate_proj_weight"]:
-            ws = (a["q_proj_weight"], a["k_proj_weight"], a["v_proj_weight"])
-        else:
-            ws = a["in_proj_weight"].chunk(3)
-        bs = a["in_proj_bias"].chunk(3) if a["in_proj_bias"] is not None else (None, None, None)
-        path, module = self.where()
-        proj = [self._layer(F.linear, "linear", False, (t, w, bb), {}, [t]) if t.requires_grad else F.linear(t, w, bb)
-                for t, w, bb in zip((query, key_, value), ws, bs)]
-        q, k, v = (p.reshape(p.shape[0], N * H, d).transpose(0, 1) for p in proj)
-        S = k.shape[1]
-        mask = a["attn_mask"]
-        if mask is not None and mask.dim() == 2:
-            mask = mask.unsqueeze(0)
-        kpm = a["key_padding_mask"]
-        if kpm is not None:
-            kpm = kpm.view(N, 1, 1, S).expand(-1, H, -1, -1).reshape(N * H, 1, S)
-            kpm = kpm if kpm.dtype != torch.bool else torch.zeros_like(kpm, dtype=q.dtype).masked_fill(kpm, float("-inf"))
-            if mask is not None and mask.dtype == torch.bool:
-                mask = torch.zeros_like(mask, dtype=q.dtype).masked_fill(~mask, float("-inf"))
-            mask = kpm if mask is None else mask + kpm
-        elif mask is not None and mask.dtype == torch.bool:
-            mask = torch.zeros_like(mask, dtype=q.dtype).masked_fill(mask, float("-inf"))  # True = masked here
-        out = self.attend(q, k, v, mask, bool(a["is_causal"]) and mask is None)
-        out = out.transpose(0, 1).reshape(L * N, E)
-        out = self._layer(F.linear, "linear", False, (out, a["out_proj_weight"], a["out_proj_bias"]), {}, [out])
-        out = out.view(L, N, E)
-        if not batched:
-            out = out.squeeze(1)
-        weights = None
-        if a["need_weights"]:
-            with torch.no_grad():
-                w = torch.softmax(torch.matmul(q * (1.0 / math.sqrt(d)), k.transpose(-2, -1))
-                                  + (mask if mask is not None else 0), -1).view(N, H, L, S)
-                weights = w.mean(1) if a["average_attn_weights"] else w
-                if not batched:
-                    weights = weights.squeeze(0)
-        return out, weights
-
+        return _AttentionFunction.apply(q, k, v, b, attnlrp)
 
 def _uniform(out: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """The uniform split of a product of two activations (a constant operand gets nothing)."""
