@@ -66,11 +66,11 @@ def score(cluster: dict, threshold: float) -> str:
     local = cluster.get("kind") == "local"
     magnitude = cluster["hot"] if local else cluster["off"]
     what = ("how much more of the members' relevance lies in the region where their pixels are the same than "
-            "of the rest of the class's" if local else
-            "how much more of the members' relevance lies on colours of their own than of the rest's")
+            "the class typically puts there" if local else
+            "how much more of the members' relevance lies on colours of their own than the class typically puts there")
     text = (f"suspicion {cluster['score']:.2f} = separation {cluster['separation']:.2f} x consistency "
-            f"{cluster.get('consistency', float('nan')):.2f} (1 = the members' input there is identical, 0 = no more "
-            f"alike than the rest of the class) x {'local' if local else 'colour'} excess {magnitude:.2f} ({what}); "
+            f"{cluster.get('consistency', float('nan')):.2f} (1 = the members' input there is identical, 0 = no closer "
+            f"to their common picture than the class's typical sample) x {'local' if local else 'colour'} excess {magnitude:.2f} ({what}); "
             f"flagged from {threshold:.2f}")
     if cluster.get("decided_by"):
         text += f"; decided by {cluster['decided_by']}"
