@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spray-installed
 
-.PHONY: env demo test bench clean
+.PHONY: env demo test bench wheel-check clean
 
 env: $(STAMP)
 
@@ -36,6 +36,9 @@ bench: env
 	$(BIN)/python benchmarks/bench_loader.py
 	$(BIN)/python benchmarks/bench_detect.py                  # trains and caches the beds on first use
 	$(BIN)/python benchmarks/bench_detect.py --set held-out
+
+wheel-check: env   # slow (a fresh venv with torch): the built wheel runs --version, init and the demo
+	$(BIN)/python -m pytest -q -m slow tests/test_packaging.py
 
 clean:
 	rm -rf $(VENV) reports/*/ .pytest_cache

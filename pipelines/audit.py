@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -26,6 +27,7 @@ import yaml
 
 from spray.analysis import AnalysisParams, analyze_store
 from spray.config import JobConfig
+from spray.console import activity
 from spray.data.loader import SampleDataset, batches
 from spray.data.open import open_source
 from spray.data.preprocess import Preprocess
@@ -63,7 +65,11 @@ class Run:
             d = job.data
             params = {k: v for k, v in (("size", d.size), ("n_per_class", d.n_per_class), ("seed", d.seed),
                                         ("fraction", d.fraction)) if v is not None}
-            bed = prepare_bed(d.name, epochs=d.epochs, progress=self.progress, **params)
+            # on a terminal the trainer prints its epochs; elsewhere (a log file) a line every 30 s
+            quiet_training = activity(f"bed {d.name!r}: building its data and training its model (first use only)",
+                                      False, log) if not self.progress else nullcontext()
+            with quiet_training:
+                bed = prepare_bed(d.name, epochs=d.epochs, progress=self.progress, **params)
             self.bed_info = bed.info
             data = {"type": "npz", "path": str(bed.data)}
             model = {"factory": bed.info["model"]["factory"], "kwargs": bed.info["model"]["kwargs"],

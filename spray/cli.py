@@ -1,4 +1,4 @@
-"""The ``spray`` command line.
+"""The ``spray`` command line (also ``python -m spray``).
 
 Exit codes: 0 done; 2 bad configuration (job file, arguments, missing files); 1 the run failed
 (bad data, a locked or corrupt store, an unexpected error). Nothing already written is lost: stores
@@ -8,27 +8,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
+from . import __version__, console
 from .errors import ConfigError, SprayError
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
-
-
-def _setup_logging(verbose: bool) -> None:
-    # distributed applies its own logging config (INFO) when first imported, in this process and in
-    # every worker it spawns: dask's config from the environment is the one setting that reaches both.
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("distributed", "bokeh", "tornado", "numba", "pynndescent", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    logging.getLogger("spray").setLevel(logging.INFO)
+EXIT_CODES = """exit codes:
+  0  done
+  1  the run failed: bad data, a locked or corrupt store, an unexpected error (finished work is kept)
+  2  bad configuration: an unknown or mistyped job key, a missing file, a wrong argument
+     (the message names the key or file and the fix)"""
+INIT_DEFAULT = "spray-job.yaml"
 
 
 def _overrides(pairs: List[str]) -> dict:
@@ -47,6 +41,17 @@ def _job(args):
     return load_job(args.job, _overrides(args.set))
 
 
+def _verbosity(args) -> int:
+    return getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
+
+
+def _progress(args) -> bool:
+    if not console.bars_enabled(_verbosity(args)):
+        return False
+    console.give_width()
+    return True
+
+
 def _finish(run, started: float) -> None:
     index = run.report / "index.html"
     summary = run.report / "summary.json"
@@ -63,18 +68,18 @@ def _finish(run, started: float) -> None:
 
 def _stages(stages):
     def command(args) -> int:
-        from pipelines.audit import run_job
+        from .pipelines.audit import run_job
         started = time.perf_counter()
-        run = run_job(_job(args), stages, progress=not args.quiet)
+        run = run_job(_job(args), stages, progress=_progress(args))
         _finish(run, started)
         return EXIT_OK
     return command
 
 
 def _demo(args) -> int:
-    from pipelines import demo
+    from .pipelines import demo
     started = time.perf_counter()
-    run = demo.run(args.out, small=args.small, cluster=args.cluster, progress=not args.quiet)
+    run = demo.run(args.out, small=args.small, cluster=args.cluster, progress=_progress(args))
     _finish(run, started)
     return EXIT_OK
 
@@ -105,6 +110,44 @@ def _inspect(args) -> int:
     return EXIT_FAILED if problems else EXIT_OK
 
 
+def shipped_configs() -> dict:
+    """The job files installed with spray (``spray.configs``): name -> text."""
+    from importlib.resources import files
+    return {p.name[:-5]: p.read_text() for p in sorted(files("spray.configs").iterdir(), key=lambda p: p.name)
+            if p.name.endswith(".yaml")}
+
+
+def _init(args) -> int:
+    configs = shipped_configs()
+    if args.list:
+        for name, text in configs.items():
+            print(f"{name:16s} {text.splitlines()[0].lstrip('# ')}")
+        return EXIT_OK
+    if args.example not in configs:
+        raise ConfigError(f"spray init --example {args.example!r}: no such job; shipped: {', '.join(configs)}")
+    path = Path(args.path)
+    if path.is_dir():
+        path = path / INIT_DEFAULT
+    if path.exists() and not args.force:
+        raise ConfigError(f"{path} exists; choose another path or add --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(configs[args.example])
+    print(f"wrote {path} (the {args.example!r} job)")
+    if args.example == "template":
+        print(f"  next: edit data.path, preprocess and model (factory, weights), then: spray run {path}")
+    else:
+        print(f"  next: spray run {path}")
+    return EXIT_OK
+
+
+def _export(args) -> int:
+    from .export import export_virelay
+    project = export_virelay(args.run, args.out, compress=args.compress, progress=_progress(args))
+    print(f"ViRelAy project: {project.resolve()}")
+    print(f"  open it with: virelay {project}   (pip install virelay==0.6.1; then http://localhost:8000)")
+    return EXIT_OK
+
+
 def _diff(args) -> int:
     from .diff import diff_runs, to_text, write_diff
     d = diff_runs(args.run_a, args.run_b)
@@ -115,17 +158,33 @@ def _diff(args) -> int:
     return EXIT_OK
 
 
+def _verbosity_options(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=default,
+                        help="more log output (-v: spray's debug messages, -vv: also the libraries')")
+    parser.add_argument("-q", "--quiet", action="count", default=default,
+                        help="less output (-q: warnings only and no progress bars, -qq: errors only)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spray", description="Audit image classifiers and their training sets with "
-                                     "LRP heatmaps and Spectral Relevance Analysis (SpRAy).")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="spray", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES,
+        description="Audit image classifiers and their training sets with LRP heatmaps and Spectral Relevance "
+                    "Analysis (SpRAy). Start with `spray demo`, or `spray init` to write a job for your data.")
+    parser.add_argument("--version", action="version", version=f"spray {__version__}")
+    _verbosity_options(parser, 0)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, help_text, description=None):
+        p = sub.add_parser(name, help=help_text, description=description or help_text, epilog=EXIT_CODES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _verbosity_options(p, argparse.SUPPRESS)  # after the command too; absent there, the global value stays
+        return p
 
     def job_command(name, help_text, stages):
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("job", help="YAML job file (see configs/template.yaml)")
+        p = command(name, help_text)
+        p.add_argument("job", help="YAML job file (`spray init` writes a template to fill in)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a job key, e.g. --set cluster.n_workers=4 (repeatable)")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=_stages(stages))
 
     job_command("run", "run the whole audit: explain -> analyze -> verify -> report",
@@ -135,39 +194,58 @@ def build_parser() -> argparse.ArgumentParser:
                 ("analyze", "verify"))
     job_command("report", "write the run's HTML/PNG/CSV/JSON report", ("report",))
 
-    demo = sub.add_parser("demo", help="audit the bundled watermark bed end to end",
-                          description="Build the watermark Clever-Hans bed from the bundled digits, train its CNN, "
-                                      "explain, analyse and write the report.")
+    demo = command("demo", "audit the bundled watermark bed end to end",
+                   "Build the watermark Clever-Hans bed from the bundled digits, train its CNN, explain, analyse "
+                   "and write the report.")
     demo.add_argument("--out", default="reports/demo", help="run folder (default: reports/demo)")
     demo.add_argument("--small", action="store_true", help="a smaller bed (CI-sized)")
     demo.add_argument("--cluster", choices=["local", "synchronous"], help="override the cluster mode")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
 
-    inspect = sub.add_parser("inspect", help="describe a heatmap store or a run folder",
-                             description="Counts, classes, provenance; --verify recomputes every checksum.")
+    init = command("init", "write a job file to start from (the template, or a shipped example)",
+                   "Write the template job (every key with its default and meaning) or one of the jobs shipped "
+                   "with spray; edit it, then `spray run` it.")
+    init.add_argument("path", nargs="?", default=INIT_DEFAULT, help=f"file or folder to write (default: {INIT_DEFAULT})")
+    init.add_argument("--example", default="template", help="which job: template (default), demo, bed-watermark, "
+                                                            "bed-background, cluster-example; see --list")
+    init.add_argument("--list", action="store_true", help="list the shipped jobs")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(func=_init)
+
+    inspect = command("inspect", "describe a heatmap store or a run folder",
+                      "Counts, classes, provenance; --verify recomputes every checksum.")
     inspect.add_argument("path", help="a store folder or a run folder")
     inspect.add_argument("--verify", action="store_true", help="integrity check (reads every shard)")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.set_defaults(func=_inspect)
 
-    diff = sub.add_parser("diff", help="what changed between two runs (clusters, flags, samples, suspicion, flips)",
-                          description="Compare two finished runs of a job (a grown data set, a retrained model): per "
-                                      "class, clusters and flags that appeared or disappeared (matched by member "
-                                      "overlap), samples that moved into or out of flagged clusters, and the change "
-                                      "of suspicion and flip rates. Writes diff.json and diff.html.")
+    diff = command("diff", "what changed between two runs (clusters, flags, samples, suspicion, flips)",
+                   "Compare two finished runs of a job (a grown data set, a retrained model): per class, clusters and "
+                   "flags that appeared or disappeared (matched by member overlap), samples that moved into or out "
+                   "of flagged clusters, and the change of suspicion and flip rates. Writes diff.json and diff.html.")
     diff.add_argument("run_a", help="the earlier run folder (or its analysis folder)")
     diff.add_argument("run_b", help="the later run folder (or its analysis folder)")
     diff.add_argument("--out", help="folder for diff.json and diff.html (default: RUN_B/diff)")
     diff.add_argument("--json", action="store_true", help="print the JSON document instead of text")
-    diff.add_argument("--quiet", action="store_true", help="no log lines")
     diff.set_defaults(func=_diff)
+
+    export = command("export", "export a run for another tool (ViRelAy)", "Export a finished run for another tool.")
+    export_sub = export.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    virelay = export_sub.add_parser("virelay", help="a ViRelAy 0.6 project: `virelay OUT/project.yaml` opens it",
+                                    description="Write the input, attribution and analysis files, label map and "
+                                                "project.yaml that ViRelAy 0.6 loads.",
+                                    epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _verbosity_options(virelay, argparse.SUPPRESS)
+    virelay.add_argument("run", help="the run folder (the job's `out`, e.g. reports/demo)")
+    virelay.add_argument("out", nargs="?", help="output folder (default: RUN/virelay)")
+    virelay.add_argument("--compress", action="store_true", help="gzip the image and attribution files")
+    virelay.set_defaults(func=_export)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(verbose=not getattr(args, "quiet", False))
+    console.setup(_verbosity(args))
     try:
         return args.func(args)
     except ConfigError as err:

@@ -83,6 +83,15 @@ def audited_beds(bed_cache, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def demo_run(bed_cache, tmp_path_factory):
+    """The CI-sized demo run end to end through the CLI (report, export and browser tests share it)."""
+    from spray.cli import main
+    out = tmp_path_factory.mktemp("demo") / "run"
+    assert main(["demo", "--small", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def scene_bed(bed_cache):
     """The CI scene bed (four drawn object classes on photo crops, a stamp on class 2), trained once."""
     from spray.datasets import prepare_bed

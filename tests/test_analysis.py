@@ -1,12 +1,11 @@
 """SpRAy pieces against references: pooling guard, sparse graph, spectrum (dense vs iterative vs
-scipy's Laplacian), eigengap, planted clusters, and the ViRelAy file layout."""
-import h5py
+scipy's Laplacian), eigengap, planted clusters (the ViRelAy file layout: tests/test_export.py)."""
 import numpy as np
 import pytest
 from scipy.sparse.csgraph import laplacian
 from sklearn.metrics import adjusted_rand_score
 
-from spray.analysis import SpRAy, choose_k, knn_graph, pool_maps, spectral_embedding, to_corelay_order
+from spray.analysis import SpRAy, choose_k, knn_graph, pool_maps, spectral_embedding
 from spray.analysis import spectral as spectral_module
 from spray.errors import ConfigError
 
@@ -63,7 +62,6 @@ def test_spectrum_matches_the_normalised_laplacian(monkeypatch, iterative):
     np.testing.assert_allclose(s.eigenvalues, reference, atol=1e-4)
     assert np.all(np.diff(s.eigenvalues) >= -1e-9) and s.eigenvalues[0] < 1e-6
     assert s.solver == ("dense" if not iterative else s.solver) and s.embedding.shape == (600, 8)
-    assert np.allclose(to_corelay_order(s.eigenvalues), 1 - s.eigenvalues)
 
 
 def test_eigengap_prefers_the_relative_jump():
@@ -87,25 +85,3 @@ def test_other_clusterers_run():
     for method in ("agglomerative", "hdbscan"):
         labels = SpRAy(pool=8, clusterer=method, embeddings=(), k_range=(2, 4)).fit_predict(maps)
         assert adjusted_rand_score(truth, labels) > 0.9, method
-
-
-def test_virelay_layout(audited_beds):
-    """Every class group has index/embedding/cluster with the shapes and attributes ViRelAy reads,
-    and the same names in every class."""
-    _, store, _ = audited_beds["watermark"]
-    with h5py.File(store.parent / "analysis" / "virelay.h5", "r") as fh:
-        names = None
-        for category, g in fh.items():
-            assert len(category) == 8 and category.isdigit()
-            n = len(g["index"])
-            assert g["index"].dtype == np.uint32
-            spectral = g["embedding/spectral"]
-            assert spectral.dtype == np.float32 and spectral.shape[0] == n
-            eig = spectral.attrs["eigenvalue"]
-            assert eig.shape == (spectral.shape[1],) and np.all(np.diff(eig) <= 1e-6)  # CoRelAy: descending
-            for key, d in g["cluster"].items():
-                assert key.startswith("kmeans-") and d.shape == (n,) and d.attrs["k"] == int(key[-2:])
-                assert d.attrs["embedding"] == "spectral" and len(d.attrs["index"]) == spectral.shape[1]
-            here = sorted(f"{a}/{b}" for a in ("cluster", "embedding") for b in g[a])
-            assert names is None or here == names
-            names = here

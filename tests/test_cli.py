@@ -8,7 +8,7 @@ import torch
 import yaml
 from PIL import Image
 
-from pipelines.demo import DEMO_JOB
+from spray.pipelines.demo import DEMO_JOB
 from spray.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, main
 
 

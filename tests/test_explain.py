@@ -99,7 +99,7 @@ def _spray(*args, **kw):
 def test_kill_9_of_the_whole_job_then_rerun_gives_the_same_store(bed, reference, tmp_path):
     run = tmp_path / "run"
     job = _job(bed, run)
-    proc = _spray("explain", str(job), "--quiet")
+    proc = _spray("explain", str(job))  # a pipe, not a terminal: no bars, INFO lines
     done = run / "store" / "done.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -113,7 +113,7 @@ def test_kill_9_of_the_whole_job_then_rerun_gives_the_same_store(bed, reference,
     finished = len(done.read_text().splitlines())
     with pytest.raises(StoreIncomplete):
         HeatmapStore(run / "store")
-    rerun = _spray("explain", str(job), "--quiet")
+    rerun = _spray("explain", str(job))
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, out.decode()[-3000:]
     assert "reused" in out.decode()

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.audit import run_job
+from spray.pipelines.audit import run_job
 from spray.config import JobConfig
 from spray.datasets.truth import ground_truth, judge, spray_groups, spray_sample_scores
 from spray.store import HeatmapStore

@@ -6,7 +6,7 @@ in every member is flagged, a cluster of objects that merely sit elsewhere is no
 import numpy as np
 import pytest
 
-from pipelines.audit import verify_flagged
+from spray.pipelines.audit import verify_flagged
 from spray.analysis.suspicion import describe_place, score_clusters
 from spray.datasets.truth import ground_truth, judge, spray_groups, spray_sample_scores
 from spray.store import HeatmapStore

@@ -132,24 +132,22 @@ def has_embedding(path: Path, key: str) -> bool:
         return False
 
 
-def merge(out: Path, entries: Sequence[dict], embed_on: str, summary_attrs: dict,
-          virelay_methods: Sequence[str]) -> None:
-    """Write ``analysis.h5`` and ``virelay.h5`` from the part files (temp files, then renamed).
+def merge(out: Path, entries: Sequence[dict], embed_on: str, summary_attrs: dict) -> None:
+    """Write ``analysis.h5`` from the part files (temp file, then renamed); ViRelAy's file is made
+    from it (:func:`spray.export.write_analysis_file`).
 
     ``entries``: per class ``{"label", "rows" (current store rows), "part", "record", "embeddings":
-    {method: path}}`` in class order. ``virelay_methods``: 2-D maps every class has (ViRelAy needs the
-    same embedding names in every category)."""
+    {method: path}}`` in class order."""
     out = Path(out)
-    tmp_main, tmp_virelay = out / "analysis.h5.tmp", out / "virelay.h5.tmp"
-    with h5py.File(tmp_main, "w") as main, h5py.File(tmp_virelay, "w") as virelay:
+    tmp_main = out / "analysis.h5.tmp"
+    with h5py.File(tmp_main, "w") as main:
         for entry in entries:
-            _merge_class(main, virelay, entry, embed_on, virelay_methods)
+            _merge_class(main, entry, embed_on)
         main.attrs["summary"] = json.dumps(summary_attrs, default=str)
     os.replace(tmp_main, out / "analysis.h5")
-    os.replace(tmp_virelay, out / "virelay.h5")
 
 
-def _merge_class(main, virelay, entry, embed_on, virelay_methods) -> None:
+def _merge_class(main, entry, embed_on) -> None:
     name = f"{int(entry['label']):08d}"
     rows = np.asarray(entry["rows"], dtype=np.int64)
     record = entry["record"]
@@ -166,9 +164,6 @@ def _merge_class(main, virelay, entry, embed_on, virelay_methods) -> None:
         e.attrs["index"] = np.arange(2)
     g.attrs["record"] = json.dumps({k: v for k, v in record.items() if k != "clusters"}, default=str)
     g.attrs["k"] = record["k"]
-    v = virelay.create_group(name)
-    for item in ["index", "embedding/spectral", "cluster"] + [f"embedding/{m}" for m in virelay_methods]:
-        main.copy(g[item], v, name=item)
 
 
 def remove_stale(parts: Path, labels: Sequence[int], keep: Sequence[Path]) -> int:

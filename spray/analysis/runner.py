@@ -13,7 +13,7 @@ ranking, and everything is merged into:
   ``prototype`` (class mean map, then one per cluster of the chosen k), ``medoids/<cluster>``,
   ``mask/<cluster>`` (what a flip test pastes, for flagged local findings), ``sample_score`` (every
   sample's suspicion, aligned with ``index``) and the JSON record as an attribute;
-- ``virelay.h5``: the layout ViRelAy loads (same names in every class, eigenvalues in CoRelAy's order);
+- ``virelay.h5``: the analysis file ViRelAy loads (:func:`spray.export.write_analysis_file`);
 - ``analysis.json``: per class n, k, eigengap, runner-up, graph components, per-cluster suspicion and
   ``attention`` (score, rank, evidence); what was reused; which 2-D embedding, for which classes.
 
@@ -38,6 +38,7 @@ import numpy as np
 
 from ..cluster import ClusterSpec, open_client, run_bounded
 from ..errors import ConfigError
+from ..export import write_analysis_file
 from ..store import HeatmapStore
 from . import parts as P
 from .estimator import SpRAy
@@ -224,7 +225,7 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
                 "part": P.part_path(parts, t.label, t.key),
                 "embeddings": {m: maps[m][t.label] for m in params.embeddings if t.label in maps[m]}} for t in tasks]
     merge_started = time.perf_counter()
-    P.merge(out, entries, params.embed_on, {k: v for k, v in summary.items() if k != "classes"}, virelay_methods)
+    P.merge(out, entries, params.embed_on, {k: v for k, v in summary.items() if k != "classes"})
     keep = [e["part"] for e in entries] + [p for m in maps.values() for p in m.values()]
     P.remove_stale(parts, [t.label for t in tasks], keep)
     summary["costs"] = {"plan_seconds": round(plan_seconds, 2), "classes": costs, "maps": {m: round(sum(v), 2) for m, v in embed_costs.items()},
@@ -234,6 +235,10 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
     tmp = out / "analysis.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1, default=str))
     os.replace(tmp, out / "analysis.json")
+    if ordered:
+        write_analysis_file(out / "analysis.h5", out / "virelay.h5", summary)
+    else:
+        (out / "virelay.h5").unlink(missing_ok=True)  # nothing for ViRelAy; a previous run's file would mislead
     log.info("analysis: %d classes (%d reused, %d recomputed), %d flagged, %d 2-D maps computed (%d reused) in %.1f s",
              len(tasks), reuse["classes_reused"], reuse["classes_recomputed"], summary["flagged_classes"],
              reuse["maps_computed"], reuse["maps_reused"], summary["seconds"])

@@ -117,7 +117,6 @@ def analyze_maps(relevance: np.ndarray, task: ClassTask, params, pixels: Optiona
 
     ``pixels(cells, factor)``: the class's input pixels on the pooled maps' grid (see
     :func:`~spray.analysis.features.read_pixels`), which the suspicion score compares across members."""
-    from .spectral import to_corelay_order
     sp = params.estimator(embeddings=()).fit(relevance)
     n_clusters = int(sp.labels_.max()) + 1  # k for k-means/agglomerative; found by density for (H)DBSCAN
     grid, pixel_problem = None, "no pixel reader given"
@@ -133,7 +132,7 @@ def analyze_maps(relevance: np.ndarray, task: ClassTask, params, pixels: Optiona
     arrays = {"eigenvalues": sp.eigenvalues_, "embedding/spectral": sp.embedding_.astype(np.float32),
               "prototype": prototypes(relevance, sp.labels_, n_clusters),
               "sample_score": scores.sample_score.astype(np.float32)}
-    attrs = {"embedding/spectral": {"eigenvalue": to_corelay_order(sp.eigenvalues_).astype(np.float32)}}
+    attrs = {}
     for k, labels in sp.clusterings_.items():
         name = f"cluster/{params.clusterer}-{k:02d}"
         arrays[name] = labels.astype(np.int64)

@@ -1,82 +1,69 @@
-"""Report figures (matplotlib, Agg): eigenvalue spectrum with the eigengap, the 2-D map coloured by
-cluster, prototypes with hot-spot boxes, and example grids with heatmap overlays."""
+"""Report pictures as sprite sheets (numpy + Pillow, no plotting library): images and heatmaps of
+many samples tiled into one file per class, which the pages cut out with CSS. One file instead of
+thousands keeps a 1000-class report to a few files per class, and writing it costs no figure
+rendering. Heatmaps use a diverging map (red: relevance for the class, blue: against, white: none),
+each scaled to its own 99.5th percentile of |R| so that a few extreme pixels do not wash it out."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
 
-import matplotlib
-import matplotlib.ticker
+import numpy as np
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+from ..render import heatmap_rgb
 
-from ..render import heatmap_rgb, overlay  # noqa: E402
-
-FLAG = "#d62728"
+PERCENTILE = 99.5
+CMAP = "bwr"
+PNG_MAX_TILE = 48          # tiles up to this size stay lossless PNG; larger (photos) are JPEG
 
 
-def _save(fig, path: Path) -> str:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path.name
+@dataclass
+class Sheet:
+    """Where tile ``i`` of a sprite sheet is: column ``i % cols``, row ``i // cols``."""
+
+    file: str
+    cols: int
+    rows: int
+    tile_h: int
+    tile_w: int
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "cols": self.cols, "rows": self.rows, "h": self.tile_h, "w": self.tile_w}
 
 
-def spectrum(eigenvalues: Sequence[float], k: int, runner_up: int, path: Path, show: int = 20) -> str:
-    lam = np.asarray(eigenvalues)[:show]
-    fig, ax = plt.subplots(figsize=(5.2, 3.0))
-    ax.plot(np.arange(1, len(lam) + 1), lam, "o-", ms=4, color="#1f77b4")
-    for kk, colour, label in ((k, FLAG, f"chosen k={k}"), (runner_up, "#999999", f"runner-up k={runner_up}")):
-        if kk < len(lam):
-            ax.axvspan(kk + 0.05, kk + 0.95, color=colour, alpha=0.18 if kk == k else 0.1, label=label)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("index (ascending)")
-    ax.set_ylabel("Laplacian eigenvalue")
-    ax.set_title("spectrum; shaded: the gap after the k-th eigenvalue", fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
+def heat_tiles(maps: np.ndarray) -> np.ndarray:
+    """(n, H, W) or (n, C, H, W) relevance -> (n, H, W, 3) uint8 in the diverging colour map."""
+    if len(maps) == 0:
+        return np.zeros((0, 1, 1, 3), np.uint8)
+    return np.stack([heatmap_rgb(m, scaling="percentile", percentile=PERCENTILE, cmap=CMAP) for m in maps])
 
 
-def scatter(xy: np.ndarray, labels: np.ndarray, flagged: Sequence[int], path: Path, title: str) -> str:
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    cmap = plt.get_cmap("tab10")
-    for c in sorted(set(int(v) for v in labels)):
-        m = labels == c
-        edge = FLAG if c in flagged else "none"
-        ax.scatter(xy[m, 0], xy[m, 1], s=9, color=cmap(c % 10), edgecolors=edge, linewidths=0.6,
-                   label=f"cluster {c}{' (flagged)' if c in flagged else ''} n={int(m.sum())}")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, markerscale=1.5, loc="best")
-    return _save(fig, path)
+def fit(tiles: np.ndarray, max_side: int) -> np.ndarray:
+    """Shrink (n, h, w, 3) tiles so that their larger side is at most ``max_side`` (never enlarged)."""
+    n, h, w, _ = tiles.shape
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return tiles
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.stack([np.asarray(Image.fromarray(t).resize(size, Image.Resampling.LANCZOS)) for t in tiles])
 
 
-def prototypes(maps: np.ndarray, titles: List[str], boxes: List[Optional[Sequence[int]]], flagged: List[bool],
-               path: Path) -> str:
-    n = len(maps)
-    fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 2.3), squeeze=False)
-    for ax, m, title, box, flag in zip(axes[0], maps, titles, boxes, flagged):
-        ax.imshow(heatmap_rgb(m))
-        if box is not None:
-            top, left, bottom, right = box
-            ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False,
-                                   edgecolor=FLAG if flag else "#333333", linewidth=1.8, linestyle="-" if flag else "--"))
-        ax.set_title(title, fontsize=8, color=FLAG if flag else "black")
-        ax.axis("off")
-    return _save(fig, path)
-
-
-def examples(images: List[np.ndarray], heatmaps: List[np.ndarray], captions: List[str], path: Path) -> str:
-    n = len(images)
-    fig, axes = plt.subplots(2, n, figsize=(1.25 * n, 2.7), squeeze=False)
-    for i in range(n):
-        axes[0, i].imshow(images[i])
-        axes[0, i].set_title(captions[i], fontsize=6)
-        axes[1, i].imshow(overlay(images[i], heatmaps[i]))
-        for ax in axes[:, i]:
-            ax.axis("off")
-    return _save(fig, path)
+def sheet(tiles: np.ndarray, path: Path, max_side: int = 96, cols: int = 0) -> Sheet:
+    """Tile (n, h, w, 3) uint8 images into one picture (``cols`` per row, default about square);
+    tiles larger than ``max_side`` are shrunk. Small tiles are saved as PNG, photos as JPEG."""
+    tiles = fit(np.asarray(tiles, dtype=np.uint8), max_side)
+    n, h, w, _ = tiles.shape
+    cols = cols or max(1, int(np.ceil(np.sqrt(n))))
+    rows = max(1, int(np.ceil(n / cols)))
+    canvas = np.full((rows * h, cols * w, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+    lossless = max(h, w) <= PNG_MAX_TILE
+    path = path.with_suffix(".png" if lossless else ".jpg")
+    if lossless:
+        Image.fromarray(canvas).save(path, optimize=True)
+    else:
+        Image.fromarray(canvas).save(path, quality=88)
+    return Sheet(path.name, cols, rows, h, w)

@@ -1,0 +1,1 @@
+"""The job files spray ships (YAML), installed as ``spray.configs``: ``spray init`` writes them out."""

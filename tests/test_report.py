@@ -1,0 +1,184 @@
+"""The report as an auditor uses it, in a real headless Chromium (tests/browser.py): the class page's
+map answers a hover with the image and heatmap, a box selection and the cluster button select the
+right images, and the exported CSV/JSON files (downloaded to disk) hold exactly their ids; the
+index ranks and filters the classes. Plus the ranking rule and the words, without a browser."""
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from spray.report import words
+from spray.report.build import rank_classes, write_index
+
+from .browser import CHROMIUM, Browser
+
+SHOTS = Path(os.environ.get("SPRAY_SCREENSHOTS", "reports/screenshots"))
+
+needs_browser = pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",
+                                   reason="Chromium not installed (.ci/run installs it; apt-get install chromium)")
+
+POINTS_IN_BOX = """(() => {
+  const gd = document.getElementById('map'), L = gd._fullLayout, r = gd.getBoundingClientRect();
+  const px = (t, j) => [r.left + L._size.l + L.xaxis.l2p(t.x[j]), r.top + L._size.t + L.yaxis.l2p(t.y[j])];
+  const flagged = gd.data.find(t => t.name.includes('(flagged)'));
+  const pts = flagged.x.map((_, j) => px(flagged, j));
+  const box = [Math.min(...pts.map(p => p[0])) - 6, Math.min(...pts.map(p => p[1])) - 6,
+               Math.max(...pts.map(p => p[0])) + 6, Math.max(...pts.map(p => p[1])) + 6];
+  const inside = [];
+  gd.data.forEach(t => t.x.forEach((_, j) => { const [x, y] = px(t, j);
+    if (x >= box[0] && x <= box[2] && y >= box[1] && y <= box[3]) inside.push(t.customdata[j]); }));
+  return {box, first: pts[0], first_index: flagged.customdata[0], inside};
+})()"""
+
+
+def _downloaded(folder: Path, name: str, timeout: float = 20.0) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        path = folder / name
+        if path.is_file() and path.stat().st_size > 0 and not list(folder.glob("*.crdownload")):
+            return path
+        time.sleep(0.1)
+    raise AssertionError(f"{name} was not downloaded into {folder}: {list(folder.iterdir())}")
+
+
+@needs_browser
+def test_class_page_preview_selection_and_export(demo_run, tmp_path):
+    assert CHROMIUM, "CI must have Chromium (.ci/run installs Debian's chromium)"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = demo_run / "report" / "class-00000000" / "index.html"
+    summary = json.loads((page.parent / "summary.json").read_text())
+    flagged = next(c for c in summary["clusters"] if c["flagged"])
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with Browser(tmp_path / "profile", 1280, 1000) as b:
+        b.send("Page.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
+        b.goto(page.as_uri())
+        b.wait_for("document.body.dataset.ready === 'map'")
+        # every picture the page cuts its tiles from loads; nothing is fetched from a network
+        sheets = b.eval("""Promise.all([...new Set([...document.querySelectorAll('.sprite')].map(s =>
+            getComputedStyle(s).backgroundImage.slice(5, -2)))].map(u => new Promise(ok => {
+            const i = new Image(); i.onload = () => ok([u, i.naturalWidth]); i.onerror = () => ok([u, 0]); i.src = u; })))""")
+        assert len(sheets) == 3 and all(width > 0 for _, width in sheets), sheets
+        sheets = [u for u, _ in sheets]
+        fetched = b.eval("[...document.querySelectorAll('script[src], link[href], img[src]')]"
+                         ".map(e => e.getAttribute('src') || e.getAttribute('href'))")
+        assert "../assets/plotly.min.js" in fetched and not any("//" in u for u in fetched), fetched
+        assert all(u.startswith(page.parent.as_uri()) for u in sheets), sheets
+        assert b.eval("typeof Plotly") == "object"
+        assert b.eval("document.documentElement.scrollWidth <= window.innerWidth")
+        # hover a flagged point: its image, heatmap and overlay appear in the preview
+        geometry = b.eval(POINTS_IN_BOX)
+        b.eval("document.getElementById('map').scrollIntoView({block: 'center'})")
+        geometry = b.eval(POINTS_IN_BOX)
+        b.mouse("mouseMoved", *geometry["first"])
+        shown = b.wait_for("document.getElementById('preview').dataset.sample")
+        ids = b.eval("JSON.parse(document.getElementById('spray-data').textContent).ids")
+        assert b.eval("document.querySelectorAll('#preview .sprite').length") == 4       # image, heatmap, overlay (2)
+        assert ids[int(shown)] in b.eval("document.getElementById('preview').textContent")
+        assert int(shown) == geometry["first_index"]
+        assert "flagged" in b.eval("document.getElementById('preview').textContent")
+        b.screenshot(SHOTS / "class-hover.png")
+        # box-select around the flagged cluster: the selection is every point inside the box
+        b.drag(geometry["box"][:2], geometry["box"][2:])
+        b.wait_for("window.sprayState.selected.size > 0")
+        selected = b.eval("Array.from(window.sprayState.selected).sort((a, b) => a - b)")
+        assert selected == sorted(geometry["inside"])
+        b.screenshot(SHOTS / "class-box-selection.png")
+        b.eval("document.getElementById('export-csv').click()")
+        rows = list(csv.DictReader(_downloaded(downloads, "class-00000000-selection.csv").open()))
+        assert [r["id"] for r in rows] == [ids[i] for i in selected]
+        # "select in the map" on the flagged cluster, then JSON export: exactly its members
+        b.eval(f"document.querySelector('[data-select-cluster=\"{flagged['id']}\"]').click()")
+        b.wait_for(f"window.sprayState.selected.size === {flagged['size']}")
+        b.eval("document.getElementById('export-json').click()")
+        exported = json.loads(_downloaded(downloads, "class-00000000-selection.json").read_text())
+        assert sorted(s["id"] for s in exported["samples"]) == sorted(flagged["members"])
+        assert all(s["flagged"] and s["cluster"] == flagged["id"] for s in exported["samples"])
+        # other k and colour by suspicion redraw
+        b.eval("{ const k = document.getElementById('k'); k.value = '3'; k.dispatchEvent(new Event('change')); }")
+        assert b.wait_for("document.getElementById('map').data.length") == 3
+        b.eval("{ const c = document.getElementById('colour'); c.value = 'score'; c.dispatchEvent(new Event('change')); }")
+        assert b.wait_for("document.getElementById('map').data.length") == 1
+        b.screenshot(SHOTS / "class-full.png", full_page=True)
+
+
+@needs_browser
+def test_index_ranks_filters_and_links_every_class(demo_run, tmp_path):
+    assert CHROMIUM, "CI must have Chromium (.ci/run installs Debian's chromium)"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    index = demo_run / "report" / "index.html"
+    summary = json.loads((demo_run / "report" / "summary.json").read_text())
+    with Browser(tmp_path / "profile", 1280, 1000) as b:
+        b.goto(index.as_uri())
+        b.wait_for("document.body.dataset.ready === 'index'")
+        rows = b.eval("[...document.querySelectorAll('#classes tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
+        assert len(rows) == len(summary["classes"]) and rows[0][0] == "1" and rows[0][1].startswith("0")
+        assert int(rows[0][0]) == 1 and rows[0][4] == "1"                                  # class 0, cluster 1 flagged
+        links = b.eval("[...document.querySelectorAll('#classes a')].map(a => a.getAttribute('href'))")
+        assert sorted(links) == sorted(f"class-{c['label']:08d}/index.html" for c in summary["classes"])
+        assert all((index.parent / link).is_file() for link in links)
+        b.eval("{ const f = document.getElementById('filter'); f.value = '7'; f.dispatchEvent(new Event('input')); }")
+        assert b.eval("document.querySelectorAll('#classes tbody tr').length") == 1
+        b.eval("{ const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input'));"
+               "const o = document.getElementById('flagged-only'); o.checked = true; o.dispatchEvent(new Event('change')); }")
+        assert b.eval("document.querySelectorAll('#classes tbody tr').length") == 1
+        finding = b.eval("document.getElementById('finding-1').textContent")
+        assert "class 0" in finding and "Flip test" in finding and "Hot spot: rows 24-" in finding  # the stamp's rows
+        assert b.eval("document.documentElement.scrollWidth <= window.innerWidth")
+        b.screenshot(SHOTS / "index.png", full_page=True)
+
+
+@needs_browser
+def test_index_of_1000_classes_is_ranked_and_paged(tmp_path):
+    """The scale helper's ``attention`` record orders unflagged classes; 1000 rows page by 50."""
+    assert CHROMIUM, "CI must have Chromium (.ci/run installs Debian's chromium)"
+    rows = [{"label": i, "name": f"class-{i}", "href": f"class-{i:08d}/index.html", "n": 50, "k": 2,
+             "flagged": [1] if i in (500, 7) else [], "flag_score": 0.3 + i / 10000 if i in (500, 7) else None,
+             "top_score": 0.1, "why": f"evidence {i}", "attention": {"score": 1 - i / 1000, "rank": 1000 - i}}
+            for i in range(1000)]
+    run = {"name": "scale", "samples": 50000, "n_classes": 1000, "accuracy_words": "a", "composite_words": "b",
+           "created": "now", "threshold": 0.2, "store": "s", "has_attention": True}
+    index = write_index(tmp_path, run, [], rank_classes(rows), 0, [])
+    with Browser(tmp_path / "profile") as b:
+        b.goto(index.as_uri())
+        b.wait_for("document.body.dataset.ready === 'index'")
+        first = b.eval("[...document.querySelectorAll('#classes tbody tr')].map(r => r.cells[1].textContent.split(' ')[0])")
+        assert len(first) == 50 and first[:3] == ["class-500", "class-7", "class-999"]
+        assert b.eval("document.getElementById('page-info').textContent").startswith("page 1 of 20")
+        for _ in range(19):
+            b.eval("document.getElementById('next').click()")
+        last = b.eval("[...document.querySelectorAll('#classes tbody tr')].map(r => r.cells[1].textContent.split(' ')[0])")
+        assert last[-1] == "class-0" and b.eval("document.getElementById('next').disabled")
+        b.eval("{ const f = document.getElementById('filter'); f.value = 'class-12'; f.dispatchEvent(new Event('input')); }")
+        assert b.eval("document.querySelectorAll('#classes tbody tr').length") == 11   # 12, 120-129
+
+
+def test_index_ranking_puts_flags_first_then_attention():
+    rows = [{"label": 0, "flagged": [], "flag_score": None, "top_score": 0.1, "attention": {"rank": 2}},
+            {"label": 1, "flagged": [1], "flag_score": 0.3, "top_score": 0.3},
+            {"label": 2, "flagged": [], "flag_score": None, "top_score": 0.15, "attention": {"rank": 1}},
+            {"label": 3, "flagged": [0], "flag_score": 0.5, "top_score": 0.5},
+            {"label": 4, "flagged": [], "flag_score": None, "top_score": 0.19}]
+    assert [r["label"] for r in rank_classes(rows)] == [3, 1, 2, 0, 4]
+    assert [r["rank"] for r in rows] == [4, 2, 3, 1, 5]
+
+
+def test_words_for_the_numbers():
+    assert words.box([24, 2, 30, 12], (32, 32), "the lower-left corner") == (
+        "rows 24-29 and columns 2-11 of the 32x32-pixel input (a 6x10-pixel patch, the lower-left corner)")
+    entry = {"n": 500, "rate": 0.55, "method": "paste region", "control": "same region, other samples of the class",
+             "control_rate": 0.02, "confirmed": True}
+    text = words.flip(entry, "0", True, True)
+    assert "turns 55% of them into class 0" in text and "(same region, other samples of the class) turns 2%" in text
+    assert "confirmed, the model uses" in text
+    assert "not confirmed" in words.flip({**entry, "confirmed": False}, "0", True, True)
+    assert "background" in words.flip({**entry, "method": "swap background"}, "0", True, True)
+    assert words.flip(None, "0", True, False).startswith("Not verified")
+    assert "zB" in words.composite({"preset": "epsilon_gamma_box", "low": [-1], "high": [1]})
+    assert "by layer type: Conv2d -> gamma (gamma=0.5)" in words.composite(
+        {"preset": "epsilon", "by_type": {"Conv2d": {"rule": "gamma", "gamma": 0.5}}})
+    gap = words.eigengap(2, 0.96, 3, 0.33, [0.0, 0.006, 0.15])
+    assert "k = 2 groups" in gap and "eigenvalue 3 is 0.150" in gap and "clean split" in gap
