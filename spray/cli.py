@@ -1,12 +1,14 @@
 """The ``spray`` command line.
 
 Exit codes: 0 done; 2 bad configuration (job file, arguments, missing files); 1 the run failed
-(bad data, a locked or corrupt store, an unexpected error). Nothing already written is lost: stores
-resume, stages are reused when their inputs are unchanged.
+(bad data, a locked or corrupt store, a full disk, Ctrl-C, an error in a worker, an unexpected
+error). Every failure is one message on stderr, never a traceback (``SPRAY_TRACEBACK=1`` shows it).
+Nothing already written is lost: stores resume, stages are reused when their inputs are unchanged.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import ConfigError, SprayError
+from .errors import ConfigError, SprayError, os_errno, storage_error
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -143,6 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _failure(err: BaseException) -> str:
+    """The one line a failed command prints: the error's own message (a worker's as it raised it)."""
+    if isinstance(err, OSError) and not isinstance(err, SprayError):
+        if os_errno(err) in WRITE_ERRNOS:
+            return str(storage_error(err))
+        where = f" ({err.filename})" if err.filename else ""
+        return f"{err.strerror or err}{where}"
+    text = str(err).strip() or "(no message)"
+    if isinstance(err, SprayError):
+        return text
+    return f"{type(err).__name__}: {text} (an unexpected error; SPRAY_TRACEBACK=1 shows where it came from)"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(verbose=not getattr(args, "quiet", False))
@@ -151,11 +169,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as err:
         print(f"spray: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    except SprayError as err:
-        print(f"spray: error: {err}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
         print("spray: interrupted; finished shards are kept, re-run the same command to resume", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as err:
+        if os.environ.get("SPRAY_TRACEBACK"):
+            raise
+        print(f"spray: error: {_failure(err)}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -35,6 +35,9 @@ def load_model(factory: Optional[str] = None, kwargs: Optional[Dict[str, Any]] =
         model = maker(**(kwargs or {}))
     except TypeError as err:
         raise ConfigError(f"model factory {factory!r} rejected its arguments {kwargs or {}}: {err}") from None
+    except Exception as err:  # the user's code failed: say whose and what, not a traceback into it
+        raise InputError(f"model factory {factory!r} raised {type(err).__name__}: {err}; fix the factory or its "
+                         f"model.kwargs {kwargs or {}}") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model factory {factory!r} returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
@@ -78,8 +81,9 @@ def load_weights(model: nn.Module, weights, strict: bool = True) -> None:
     model.load_state_dict(state, strict=strict)
 
 
-def check_model(model: nn.Module, sample: torch.Tensor, num_classes: int) -> None:
-    """Run one preprocessed sample; the output must be (1, num_classes) finite logits."""
+def check_model(model: nn.Module, sample: torch.Tensor, num_classes: int, classes_origin: str = "") -> None:
+    """Run one preprocessed sample; the output must be (1, num_classes) finite logits.
+    ``classes_origin`` says where the class count came from, for the message."""
     try:
         with torch.no_grad():
             out = model(sample[None])
@@ -89,7 +93,7 @@ def check_model(model: nn.Module, sample: torch.Tensor, num_classes: int) -> Non
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape != (1, num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise InputError(f"the model's output for one sample is {shape}, expected (1, {num_classes}) logits "
-                         f"for the data set's {num_classes} classes")
+                         f"for the data set's {num_classes} classes{classes_origin}")
     if not torch.isfinite(out).all():
         raise InputError("the model's output for one sample is not finite (NaN/inf); check the weights")
 
