@@ -8,7 +8,6 @@ Nothing already written is lost: stores resume, stages are reused when their inp
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
 import os
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import ConfigError, SprayError, os_errno, storage_error
+from .errors import ConfigError, SprayError, storage_error, write_failure
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -145,25 +144,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-
-
 def _failure(err: BaseException) -> str:
     """The one line a failed command prints: the error's own message (a worker's as it raised it)."""
-    if isinstance(err, OSError) and not isinstance(err, SprayError):
-        if os_errno(err) in WRITE_ERRNOS:
-            return str(storage_error(err))
+    if isinstance(err, SprayError):
+        return str(err).strip()
+    failed = write_failure(err)
+    if failed is not None:  # a full disk or a read-only folder, also behind a library's cleanup error
+        return str(storage_error(failed))
+    if isinstance(err, OSError):
         where = f" ({err.filename})" if err.filename else ""
         return f"{err.strerror or err}{where}"
     text = str(err).strip() or "(no message)"
-    if isinstance(err, SprayError):
-        return text
     return f"{type(err).__name__}: {text} (an unexpected error; SPRAY_TRACEBACK=1 shows where it came from)"
+
+
+def _quiet_unraisable(unraisable) -> None:
+    """Errors Python cannot raise (h5py objects freed after a failed write) are logged, not
+    printed as tracebacks: the error that stopped the command is the message."""
+    logging.getLogger("spray").debug("ignored while cleaning up: %s", unraisable.exc_value)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(verbose=not getattr(args, "quiet", False))
+    hook = sys.unraisablehook
+    if not os.environ.get("SPRAY_TRACEBACK"):
+        sys.unraisablehook = _quiet_unraisable
     try:
         return args.func(args)
     except ConfigError as err:
@@ -177,6 +183,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"spray: error: {_failure(err)}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        sys.unraisablehook = hook
 
 
 if __name__ == "__main__":

@@ -39,6 +39,23 @@ def os_errno(err: OSError) -> Optional[int]:
     return int(match.group(1) or match.group(2)) if match else None
 
 
+_NO_SPACE_TEXT = re.compile(r"No space left on device|errno = 28|Disk quota exceeded|errno = 122")
+
+
+def write_failure(err: BaseException) -> Optional[OSError]:
+    """The failed write behind ``err``, also when a library raised something else while cleaning
+    up after it (h5py closing a half-written file raises RuntimeError over the OSError)."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, OSError) and os_errno(err) in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                                                          errno.EPERM):
+            return err
+        if _NO_SPACE_TEXT.search(str(err)):
+            return OSError(errno.ENOSPC, "No space left on device")
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
 def storage_error(err: OSError, path=None) -> StorageError:
     """One sentence for a failed write: what, where, and how to fix it (nothing finished is lost)."""
     where = path or err.filename or "a file"

@@ -13,15 +13,17 @@ from pathlib import Path
 from typing import Dict, List
 
 import h5py
+import hdf5plugin  # noqa: F401  (the shards' blosc filter, for reading them)
 import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # values that differ between two runs of the same job by nature: clocks, pids, how much was reused
 VOLATILE = {"seconds", "timings", "finished", "checked", "created", "started", "pid", "lrp_seconds", "versions",
-            "hashed", "device"}
+            "hashed", "device", "job_hash"}  # job_hash: the job names its own out folder
 # the store's physical layout: which shard file holds a row (differs between an incremental and a fresh run)
-LAYOUT = {"shard", "shard_row", "shard_files", "layout"}
+LAYOUT = ("shard", "shard_row", "shard_files/")
+WRITTEN_AT = ("@layout", "shard_files/mtime_ns")  # when a shard file was written: differs after any recompute
 
 
 def tiny_project(folder: Path, n_per_class: int = 30, n_classes: int = 3, size: int = 16, seed: int = 0,
@@ -107,24 +109,25 @@ def has_traceback(output: str) -> bool:
 
 
 # -- comparing two run folders -----------------------------------------------------------------------
-def _normalise(value, folder: str):
+def _normalise(value, folders: tuple):
     if isinstance(value, dict):
-        return {k: _normalise(v, folder) for k, v in value.items() if k not in VOLATILE}
+        return {k: _normalise(v, folders) for k, v in value.items() if k not in VOLATILE}
     if isinstance(value, list):
-        return [_normalise(v, folder) for v in value]
+        return [_normalise(v, folders) for v in value]
     if isinstance(value, str):
-        return value.replace(folder, "<RUN>")
+        for folder in folders:  # a copied run still names the folder it was made in
+            value = value.replace(folder, "<RUN>")
     return value
 
 
-def _attr(value, folder: str):
+def _attr(value, folders: tuple):
     if isinstance(value, bytes):
         value = value.decode()
     if isinstance(value, str):
         try:
-            return _normalise(json.loads(value), folder)
+            return _normalise(json.loads(value), folders)
         except ValueError:
-            return value.replace(folder, "<RUN>")
+            return _normalise(value, folders)
     return np.asarray(value).tolist()
 
 
@@ -159,6 +162,7 @@ def compare_runs(a: Path, b: Path, *, shards: bool = True, rtol: float = 0.0, at
     JSON file, with clocks, pids and folder names taken out. ``rtol``/``atol`` loosen float
     comparisons (heatmaps of a sample explained in another batch differ in the last bits)."""
     a, b = Path(a), Path(b)
+    folders = (str(a), str(b))
     problems: List[str] = []
 
     def files(root: Path):
@@ -180,19 +184,20 @@ def compare_runs(a: Path, b: Path, *, shards: bool = True, rtol: float = 0.0, at
             if name == "stages.json":  # what each stage computed from; the rest is how much was reused
                 ja = {k: v.get("inputs") for k, v in ja.items() if k in ("explain", "analyze")}
                 jb = {k: v.get("inputs") for k, v in jb.items() if k in ("explain", "analyze")}
-            if _normalise(ja, str(a)) != _normalise(jb, str(b)):
+            if _normalise(ja, folders) != _normalise(jb, folders):
                 problems.append(f"{name}: JSON differs")
             continue
         ia, ib = _h5_items(a / name), _h5_items(b / name)
-        if not shards and name == "store/heatmaps.h5":
-            ia, ib = ({k: v for k, v in items.items() if k.split("/")[0].split("@")[-1] not in LAYOUT
-                       and not k.startswith("shard_files")} for items in (ia, ib))
+        if name == "store/heatmaps.h5":
+            physical = WRITTEN_AT + (() if shards else LAYOUT)
+            ia, ib = ({k: v for k, v in items.items() if not any(k == p or k.startswith(p) for p in physical)}
+                      for items in (ia, ib))
         for key in sorted(set(ia) ^ set(ib)):
             problems.append(f"{name}:{key}: only in one run")
         for key in sorted(set(ia) & set(ib)):
             va, vb = ia[key], ib[key]
             if isinstance(va, tuple) and va and va[0] == "attr":
-                if _attr(va[1], str(a)) != _attr(vb[1], str(b)):
+                if _attr(va[1], folders) != _attr(vb[1], folders):
                     problems.append(f"{name}:{key}: attribute differs")
             elif va is not None and not _same_array(va, vb, rtol, atol):
                 problems.append(f"{name}:{key}: dataset differs")

@@ -60,6 +60,7 @@ class ExplainResult:
         out = asdict(self)
         out["store"] = str(self.store)
         out["seconds"] = round(self.seconds, 2)
+        out["computed_shards"], out["reused_shards"] = out.pop("computed"), out.pop("reused")
         return out
 
 

@@ -8,13 +8,14 @@ file only costs a re-hash, and a failed write is ignored.
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 import h5py
 import numpy as np
+
+from ..errors import StorageError
+from .shard import write_h5
 
 log = logging.getLogger("spray.store")
 NAME = "digests.h5"
@@ -42,18 +43,16 @@ def save_digests(folder: Path, ids: Sequence[str], signatures: Sequence[Optional
     entries = {i: (s, d) for i, s, d in zip(ids, signatures, digests) if s is not None}
     if not entries or all(previous.get(i) == e for i, e in entries.items()) and len(previous) == len(entries):
         return
-    path = Path(folder) / NAME
-    tmp = path.with_name(f"{NAME}.{uuid.uuid4().hex[:8]}.tmp")
+    keys = list(entries)
+
+    def build(fh: h5py.File) -> None:
+        fh.create_dataset("ids", data=np.array(keys, dtype=object), dtype=h5py.string_dtype())
+        fh.create_dataset("signature", data=np.array([entries[k][0] for k in keys], dtype=object),
+                          dtype=h5py.string_dtype())
+        fh.create_dataset("digest", data=np.array([entries[k][1] for k in keys], dtype="S32"))
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(tmp, "w") as fh:
-            keys = list(entries)
-            fh.create_dataset("ids", data=np.array(keys, dtype=object), dtype=h5py.string_dtype())
-            fh.create_dataset("signature", data=np.array([entries[k][0] for k in keys], dtype=object),
-                              dtype=h5py.string_dtype())
-            fh.create_dataset("digest", data=np.array([entries[k][1] for k in keys], dtype="S32"))
-        os.replace(tmp, path)
-    except OSError as err:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        write_h5(Path(folder) / NAME, build)
+    except (OSError, StorageError) as err:
         log.info("digest cache not written (%s); the next run hashes the data again", err)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -9,18 +9,19 @@ catches bit rot on read as well). Skipped samples are listed with their reason, 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import h5py
 import hdf5plugin
 import numpy as np
 
-from ..errors import SprayError, storage_error
+from ..errors import SprayError, storage_error, write_failure
 
 FIELDS = ("relevance", "index", "label", "prediction", "target", "logits", "digest")
 DIGEST_DTYPE = "S32"  # a sample's content digest: 32 hex characters (128 bits of sha256)
@@ -79,43 +80,66 @@ def _codec(dtype) -> dict:
     return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
 
 
-def write_shard(path: Path, data: ShardData, attrs: Optional[dict] = None) -> str:
-    """Write ``data`` to ``path`` atomically (temp file, verify, rename); returns the checksum."""
-    path = Path(path)
+def write_h5(path: Path, build: Callable[[h5py.File], None], check: Optional[Callable[[Path], object]] = None,
+             in_memory: bool = True) -> None:
+    """An HDF5 file built by ``build``, written to ``path`` atomically (temp file, fsync, ``check``
+    on the temp file, rename); a full disk or a read-only folder is raised as one sentence.
+
+    ``in_memory`` (for files of a few hundred MB at most): built in memory and written with one
+    plain write, so HDF5 never meets the full disk (h5py, half-written on a full disk, fails again
+    while closing and leaves the library unusable in that process)."""
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    digest = checksum(data)
-    n = len(data)
     try:
-        _write(tmp, data, digest, attrs)
-        verify_shard(tmp, expect_count=n, expect_checksum=digest)
+        if in_memory:
+            buffer = io.BytesIO()
+            with h5py.File(buffer, "w") as fh:
+                build(fh)
+            with open(tmp, "wb") as fh:
+                fh.write(buffer.getbuffer())
+                fh.flush()
+                os.fsync(fh.fileno())
+        else:
+            with h5py.File(tmp, "w") as fh:
+                build(fh)
+                fh.flush()
+                os.fsync(fh.id.get_vfd_handle())
+        if check is not None:
+            check(tmp)
         os.replace(tmp, path)
-    except OSError as err:  # a full disk, a read-only or vanished folder: one sentence, not h5py's stack
-        raise storage_error(err, path) from None
+    except Exception as err:
+        failed = write_failure(err)
+        if failed is None:
+            raise
+        raise storage_error(failed, path) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+
+
+def write_shard(path: Path, data: ShardData, attrs: Optional[dict] = None) -> str:
+    """Write ``data`` to ``path`` atomically (built in memory, temp file, verify, rename); returns
+    the checksum."""
+    digest = checksum(data)
+    write_h5(Path(path), lambda fh: _fill(fh, data, digest, attrs),
+             lambda tmp: verify_shard(tmp, expect_count=len(data), expect_checksum=digest))
     return digest
 
 
-def _write(tmp: Path, data: ShardData, digest: str, attrs: Optional[dict]) -> None:
+def _fill(fh: h5py.File, data: ShardData, digest: str, attrs: Optional[dict]) -> None:
     n = len(data)
-    with h5py.File(tmp, "w") as fh:
-        rel = data.relevance
-        if n:
-            chunk = (min(n, max(1, (1 << 20) // max(1, rel[0].nbytes))),) + rel.shape[1:]
-            fh.create_dataset("relevance", data=rel, chunks=chunk, fletcher32=True, **_codec(rel.dtype))
-        else:
-            fh.create_dataset("relevance", data=rel)
-        for name in FIELDS[1:]:
-            fh.create_dataset(name, data=getattr(data, name))
-        fh.create_dataset("ids", data=np.array(data.ids, dtype=object), dtype=h5py.string_dtype())
-        fh.attrs["count"] = n
-        fh.attrs["checksum"] = digest
-        fh.attrs["skipped"] = json.dumps(data.skipped)
-        for key, value in (attrs or {}).items():
-            fh.attrs[key] = value
-        fh.flush()
-        os.fsync(fh.id.get_vfd_handle())
+    rel = data.relevance
+    if n:
+        chunk = (min(n, max(1, (1 << 20) // max(1, rel[0].nbytes))),) + rel.shape[1:]
+        fh.create_dataset("relevance", data=rel, chunks=chunk, fletcher32=True, **_codec(rel.dtype))
+    else:
+        fh.create_dataset("relevance", data=rel)
+    for name in FIELDS[1:]:
+        fh.create_dataset(name, data=getattr(data, name))
+    fh.create_dataset("ids", data=np.array(data.ids, dtype=object), dtype=h5py.string_dtype())
+    fh.attrs["count"] = n
+    fh.attrs["checksum"] = digest
+    fh.attrs["skipped"] = json.dumps(data.skipped)
+    for key, value in (attrs or {}).items():
+        fh.attrs[key] = value
 
 
 def _read(path: Path, with_relevance: bool, fields: Sequence[str] = FIELDS[1:]) -> dict:

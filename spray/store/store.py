@@ -4,6 +4,7 @@ Layout::
 
     STORE/manifest.json      the store's identity (model sha256, composite, preprocessing, dtype, ...):
                              what a heatmap depends on besides its sample; another identity is refused
+                             (the provenance of the current content, data and versions, is in the index)
     STORE/done.jsonl         one line per verified shard: file, count, checksum, size and mtime
     STORE/shards/*.h5        one file per explain task (written .tmp -> verified -> renamed), named by
                              a content address: sha256 over the identity and its samples' (id, label,
@@ -39,9 +40,10 @@ import numpy as np
 
 from ..errors import ConfigError, SprayError, storage_error
 from .lock import StoreLock
-from .shard import DIGEST_DTYPE, CorruptShard, read_shard_fields, read_shard_keys, verify_shard
+from .shard import DIGEST_DTYPE, CorruptShard, read_shard_fields, read_shard_keys, verify_shard, write_h5
 
 FORMAT = 2
+INDEX_IN_MEMORY_BYTES = 256 * 2**20  # a smaller index is built in memory and written in one write
 log = logging.getLogger("spray.store")
 SampleKey = Tuple[str, int, str]  # (id, label, content digest): what a heatmap is computed from
 
@@ -187,7 +189,7 @@ class StoreWriter:
                     raise ConfigError(f"{self.folder} exists and is not a spray store; choose an empty or new folder")
                 _write_json(self.folder / "manifest.json",
                             {"format": FORMAT, "key": self.key, "identity": self.identity,
-                             "provenance": self.provenance, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             (self.folder / "shards").mkdir(exist_ok=True)
             self._scan()
         except OSError as err:
@@ -318,7 +320,6 @@ class StoreWriter:
     def _write_index(self, selection: Selection, rows: np.ndarray, files: List[str], src_file: np.ndarray,
                      src_row: np.ndarray, table: list, digests: dict) -> None:
         n = len(rows)
-        tmp = self.folder / "heatmaps.h5.tmp"
         # runs of index rows that are consecutive rows of one shard file: one mapping or copy each
         breaks = np.flatnonzero((np.diff(src_file) != 0) | (np.diff(src_row) != 1)) + 1
         starts = np.concatenate([[0], breaks])
@@ -327,7 +328,8 @@ class StoreWriter:
         for a, b in zip(starts, stops):
             runs_of_file.setdefault(int(src_file[a]), []).append((int(a), int(b)))
         head = read_shard_fields(self.folder / files[0])
-        with h5py.File(tmp, "w") as fh:
+
+        def build(fh: h5py.File) -> None:
             layout = h5py.VirtualLayout((n,) + tuple(head.relevance_shape[1:]), head.relevance_dtype)
             fields = {name: fh.create_dataset(name, (n,) + getattr(head, name).shape[1:], getattr(head, name).dtype)
                       for name in ("prediction", "target", "logits")}
@@ -360,9 +362,9 @@ class StoreWriter:
             fh.attrs["key"] = self.key
             for name, value in digests.items():
                 fh.attrs[name] = value
-            fh.flush()
-            os.fsync(fh.id.get_vfd_handle())
-        os.replace(tmp, self.folder / "heatmaps.h5")
+
+        per_row = head.logits[:1].nbytes + 120  # logits, small fields, id, mapping share
+        write_h5(self.folder / "heatmaps.h5", build, in_memory=n * per_row < INDEX_IN_MEMORY_BYTES)
 
     def _remove_superseded(self, selection: Selection, referenced: set) -> List[str]:
         """Delete shard files that hold only older versions of samples selected now (each of their
