@@ -52,6 +52,7 @@ class Source:
 
     kind = "source"
     classes_from_labels = False  # True: no class list was given, so it is 0..(largest label)
+    verify_on_read = True        # a worker re-checks the digests of what it reads (cheap: no decoding)
     ids: List[str]
     labels: np.ndarray
     classes: List[str]
@@ -424,8 +425,10 @@ class FactorySource(Source):
     ``targets`` or ``labels`` attribute when it has one (no image decoded); otherwise every item is
     read once up front, which costs a full pass: give the dataset a ``targets`` attribute.
 
-    Content digests: a dataset method ``digest(index) -> str`` is used when it has one (e.g. from its
-    files); otherwise each item is loaded and its image hashed, a decoding pass per run."""
+    Content digests: a dataset method ``digest(index) -> str`` is used when it has one; a dataset
+    with torchvision's ``samples`` list of (path, label) has its files hashed (and cached by size and
+    mtime, like an image folder); otherwise each item is loaded and its image hashed, a decoding pass
+    over the data set per run in the client (the log says so)."""
 
     kind = "factory"
 
@@ -470,10 +473,44 @@ class FactorySource(Source):
     def describe(self) -> dict:
         return {"type": self.kind, "path": self.spec, "classes": self.classes}
 
+    def _file(self, index: int) -> Optional[Path]:
+        """The file of sample ``index`` in a torchvision-style dataset (``samples``), else None."""
+        samples = getattr(self.dataset, "samples", None)
+        if callable(getattr(self.dataset, "digest", None)) or not isinstance(samples, (list, tuple)):
+            return None
+        entry = samples[index]
+        return Path(entry[0]) if isinstance(entry, (tuple, list)) and isinstance(entry[0], (str, os.PathLike)) else None
+
+    @property
+    def verify_on_read(self) -> bool:
+        return callable(getattr(self.dataset, "digest", None)) or (len(self) > 0 and self._file(0) is not None)
+
+    def signatures(self, indices: Sequence[int]) -> List[Optional[str]]:
+        out = []
+        for i in indices:
+            path = self._file(i)
+            try:
+                out.append(None if path is None else _file_signature(path))
+            except OSError:
+                out.append(None)
+        return out
+
+    def _digest_many(self, indices: Sequence[int]) -> Iterable[str]:
+        if len(indices) > 1000 and not self.verify_on_read:
+            log.info("data factory %r: hashing %d items by loading them (give the dataset a digest(index) method, "
+                     "or torchvision's samples list, to skip this)", self.spec, len(indices))
+        return (self.digest(i) for i in indices)
+
     def digest(self, index: int) -> str:
         own = getattr(self.dataset, "digest", None)
         if callable(own):
             return _digest(str(own(index)).encode())
+        path = self._file(index)
+        if path is not None:
+            try:
+                return _digest(path.read_bytes())
+            except OSError:
+                return UNREADABLE
         image = self.load(index)
         if hasattr(image, "mode") and hasattr(image, "size"):  # PIL image
             image = np.asarray(image)

@@ -205,8 +205,15 @@ def run_explain(spec: ExplainSpec, store: Path, *, classes: Optional[Sequence] =
             if on_shard is not None:
                 on_shard(rec)
 
+        # a few samples (an incremental run's new ones) are explained here: starting local workers
+        # (processes, imports, a model each) costs more than they would save
+        in_process = client is None and (cluster.mode == "synchronous" or
+                                         (cluster.mode == "local" and int(todo.sum()) <= shard_size))
+        if tasks and in_process and cluster.mode == "local":
+            log.info("%d samples to explain, at most one shard's worth: explained in this process, no local workers "
+                     "started", int(todo.sum()))
         try:
-            if tasks and cluster.mode == "synchronous" and client is None:
+            if tasks and in_process:
                 import torch
                 threads = torch.get_num_threads()
                 try:
