@@ -225,12 +225,16 @@ class Run:
         return self._status(stage, inputs[stage]())
 
     # -- stages ----------------------------------------------------------------------------------
+    def cluster_spec(self) -> ClusterSpec:
+        """Where the explain and the analysis tasks run (the job's ``cluster:``)."""
+        c = self.job.cluster
+        return ClusterSpec(mode=c.mode, n_workers=c.n_workers, threads_per_worker=c.threads_per_worker,
+                           address=c.address, dashboard=c.dashboard)
+
     def explain(self):
-        e, c = self.job.explain, self.job.cluster
-        cluster = ClusterSpec(mode=c.mode, n_workers=c.n_workers, threads_per_worker=c.threads_per_worker,
-                              address=c.address, dashboard=c.dashboard)
-        result = run_explain(self.spec, self.store, shard_size=e.shard_size, cluster=cluster, progress=self.progress,
-                             **self._explain_kwargs())
+        e = self.job.explain
+        result = run_explain(self.spec, self.store, shard_size=e.shard_size, cluster=self.cluster_spec(),
+                             progress=self.progress, **self._explain_kwargs())
         log.info("explain: %d samples in %d shards: %d explained (%d shards), %d reused, %d skipped, in %.1f s",
                  result.samples, result.shards, result.computed_samples, result.computed, result.reused_samples,
                  result.skipped, result.seconds)
@@ -247,15 +251,18 @@ class Run:
                               pca=a.pca, n_eigval=a.n_eigval, k_range=(a.k_min, a.k_max), clusterer=a.clusterer,
                               embeddings=tuple(a.embeddings), embed_on=a.embed_on, random_state=a.seed,
                               group_by=a.group_by, min_class_size=a.min_class_size,
-                              n_examples=self.job.report.examples, threshold=a.threshold, classes=a.classes)
+                              n_examples=self.job.report.examples, threshold=a.threshold, classes=a.classes,
+                              embed_top=a.embed_top)
 
     def analyze(self) -> dict:
         inputs = self._analyze_inputs()
         if self._fresh("analyze", inputs):
             return json.loads((self.analysis / "analysis.json").read_text())
-        summary = analyze_store(self.store, self.analysis, self.analysis_params(), progress=self.progress)
+        summary = analyze_store(self.store, self.analysis, self.analysis_params(), progress=self.progress,
+                                cluster=self.cluster_spec())
         outputs = [self.analysis / name for name in ("analysis.json", "analysis.h5", "virelay.h5")]
-        self._mark("analyze", inputs, [p for p in outputs if p.exists()], seconds=summary["seconds"])
+        self._mark("analyze", inputs, [p for p in outputs if p.exists()], seconds=summary["seconds"],
+                   **summary["reuse"], embedding={m: n for m, n in summary["embedding"]["classes"].items()})
         return summary
 
     def verify(self) -> Optional[Dict[str, dict]]:

@@ -106,6 +106,16 @@ def _inspect(args) -> int:
     return EXIT_FAILED if problems else EXIT_OK
 
 
+def _diff(args) -> int:
+    from .diff import diff_runs, to_text, write_diff
+    d = diff_runs(args.run_a, args.run_b)
+    paths = write_diff(d, args.out or Path(d["run_b"]) / "diff")
+    print(json.dumps(d, indent=1) if args.json else to_text(d))
+    if not args.json:
+        print(f"diff page: {paths['html'].resolve()} (JSON: {paths['json'].resolve()})")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spray", description="Audit image classifiers and their training sets with "
                                      "LRP heatmaps and Spectral Relevance Analysis (SpRAy).")
@@ -141,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--verify", action="store_true", help="integrity check (reads every shard)")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.set_defaults(func=_inspect)
+
+    diff = sub.add_parser("diff", help="what changed between two runs (clusters, flags, samples, suspicion, flips)",
+                          description="Compare two finished runs of a job (a grown data set, a retrained model): per "
+                                      "class, clusters and flags that appeared or disappeared (matched by member "
+                                      "overlap), samples that moved into or out of flagged clusters, and the change "
+                                      "of suspicion and flip rates. Writes diff.json and diff.html.")
+    diff.add_argument("run_a", help="the earlier run folder (or its analysis folder)")
+    diff.add_argument("run_b", help="the later run folder (or its analysis folder)")
+    diff.add_argument("--out", help="folder for diff.json and diff.html (default: RUN_B/diff)")
+    diff.add_argument("--json", action="store_true", help="print the JSON document instead of text")
+    diff.add_argument("--quiet", action="store_true", help="no log lines")
+    diff.set_defaults(func=_diff)
     return parser
 
 

@@ -132,6 +132,7 @@ class AnalysisConfig(_Strict):
     clusterer: Literal["kmeans", "agglomerative", "hdbscan", "dbscan"] = "kmeans"
     embeddings: List[Literal["tsne", "umap"]] = Field(default_factory=lambda: ["tsne"])
     embed_on: Literal["spectral", "pooled"] = "spectral"
+    embed_top: Optional[int] = Field(50, ge=0)   # 2-D maps for the first N classes of the ranking; null: all
     group_by: Literal["label", "prediction"] = "label"
     classes: Optional[List[int]] = None
     min_class_size: int = Field(20, ge=3)
