@@ -20,7 +20,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 # values that differ between two runs of the same job by nature: clocks, pids, how much was reused
 VOLATILE = {"seconds", "timings", "finished", "checked", "created", "started", "pid", "lrp_seconds", "versions",
-            "hashed", "device", "job_hash"}  # job_hash: the job names its own out folder
+            "hashed", "device", "costs", "reuse",
+            "job_hash"}  # job_hash: the job names its own out folder
 # the store's physical layout: which shard file holds a row (differs between an incremental and a fresh run)
 LAYOUT = ("shard", "shard_row", "shard_files/")
 WRITTEN_AT = ("@layout", "shard_files/mtime_ns")  # when a shard file was written: differs after any recompute
@@ -169,7 +170,10 @@ def compare_runs(a: Path, b: Path, *, shards: bool = True, rtol: float = 0.0, at
         out = set()
         for p in root.rglob("*"):
             rel = str(p.relative_to(root))
+            # store/digests.h5 and analysis/parts/ are caches (of sample digests, of per-class results
+            # merged into analysis.h5): a resumed or incremental run may hold more of them
             if (p.suffix not in (".h5", ".json") or rel.endswith(".tmp") or rel == "store/digests.h5"
+                    or rel.startswith("analysis/parts/")
                     or (not shards and rel.startswith("store/shards/")) or any(rel.startswith(s) for s in skip)):
                 continue
             out.add(rel)
@@ -199,6 +203,9 @@ def compare_runs(a: Path, b: Path, *, shards: bool = True, rtol: float = 0.0, at
             if isinstance(va, tuple) and va and va[0] == "attr":
                 if _attr(va[1], folders) != _attr(vb[1], folders):
                     problems.append(f"{name}:{key}: attribute differs")
+            elif isinstance(va, (bytes, str)) and isinstance(vb, (bytes, str)):  # a JSON document as a dataset
+                if _attr(va, folders) != _attr(vb, folders):
+                    problems.append(f"{name}:{key}: dataset differs")
             elif va is not None and not _same_array(va, vb, rtol, atol):
                 problems.append(f"{name}:{key}: dataset differs")
     return problems
