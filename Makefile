@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 	$(BIN)/python -m pip install --quiet --no-deps "zennit==0.5.1"
+	# real model code for the LRP tests and benchmarks (random init, nothing downloads). --no-deps: these
+	# declare torch (and LXT transformers); torchvision's wheel is a CUDA build whose compiled ops spray's
+	# tests stub out (spray.testing.import_torchvision)
+	$(BIN)/python -m pip install --quiet --no-deps "torchvision==0.28.0" "timm==1.0.31" "lxt==2.1"
 	touch $(STAMP)
 
 demo: env
@@ -30,6 +34,8 @@ bench: env
 	$(BIN)/python benchmarks/bench_explain.py
 	$(BIN)/python benchmarks/bench_spray.py
 	$(BIN)/python benchmarks/bench_loader.py
+	$(BIN)/python benchmarks/bench_detect.py                  # trains and caches the beds on first use
+	$(BIN)/python benchmarks/bench_detect.py --set held-out
 
 clean:
 	rm -rf $(VENV) reports/*/ .pytest_cache

@@ -1,9 +1,11 @@
 """LRP engine benchmark: spray vs a plain gradient pass vs zennit, in one run.
 
-For a VGG-16-style and a ResNet-50-style net at 3x224x224 and a small ResNet at 3x32x32, prints
-samples/s and peak memory of: forward; forward + input gradient; spray and zennit with the
-epsilon, epsilon_plus_flat and epsilon_gamma_box composites; then the ratios spray/grad and
-spray/zennit.
+For a VGG-16-style and a ResNet-50-style net at 3x224x224 and a small ResNet at 3x32x32 (spray's
+plain-torch models), and for torchvision's own resnet50, convnext_tiny and vit_b_16 at 224 (random
+init, made informative by spray.testing.informative_random_init), prints samples/s and peak memory
+of: forward; forward + input gradient; spray and zennit with the epsilon, epsilon_plus_flat and
+epsilon_gamma_box composites (zennit has no rules for ConvNeXt's LayerNorm or ViT's attention:
+spray only there); then the ratios spray/grad and spray/zennit.
 
 Speed: one process times all methods in interleaved rounds (one step of each per round, each on its
 own copy of the model), so that a slow spell of a shared machine hits every method of a round
@@ -28,8 +30,20 @@ METHODS = ["forward", "gradient", "spray:epsilon", "spray:epsilon_plus_flat", "s
 BOX = {"low": -2.2, "high": 2.7}
 
 
+TORCHVISION_ARCHS = {"tv_resnet50": "resnet50", "convnext_tiny": "convnext_tiny", "vit_b_16": "vit_b_16"}
+ZENNIT_ARCHS = {"vgg16", "resnet50", "small", "tv_resnet50"}
+
+
 def build(arch: str):
     from spray.models import zoo
+    if arch in TORCHVISION_ARCHS:
+        import torch
+
+        from spray.models.library import build as build_library
+        from spray.testing import informative_random_init
+        model = build_library("torchvision", TORCHVISION_ARCHS[arch])
+        informative_random_init(model, torch.randn(4, 3, 224, 224))
+        return model, 224
     if arch == "vgg16":
         return zoo.vgg16(1000), 224
     if arch == "resnet50":
@@ -91,7 +105,7 @@ def make_step(arch: str, method: str, model, x):
     install_torchvision_stub()
     from zennit.attribution import Gradient
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
-    canonizer = VGGCanonizer() if arch == "vgg16" else ResNetCanonizer()
+    canonizer = VGGCanonizer() if arch == "vgg16" else ResNetCanonizer()  # tv_resnet50: torchvision's own
     attributor = Gradient(model, zennit_composite(preset, canonizer, **kwargs))
     attributor.__enter__()
 
@@ -202,7 +216,7 @@ def precision_check(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", default="vgg16,resnet50,small")
+    parser.add_argument("--archs", default="vgg16,resnet50,small,tv_resnet50,convnext_tiny,vit_b_16")
     parser.add_argument("--batch", type=int, default=8, help="batch size at 224x224")
     parser.add_argument("--small-batch", type=int, default=64, help="batch size at 32x32")
     parser.add_argument("--reps", type=int, default=3, help="interleaved rounds at least")
@@ -218,7 +232,9 @@ def main():
     print(f"device={args.device} dtype={args.dtype} threads={args.threads} reps={args.reps} "
           f"batch={args.batch} (224px) / {args.small_batch} (32px)")
     nan = float("nan")
+    all_methods = methods
     for arch in args.archs.split(","):
+        methods = [m for m in all_methods if not m.startswith("zennit:") or arch in ZENNIT_ARCHS]
         memory = {m: in_child(memory_child, arch, m, args) for m in methods}
         times = in_child(speed_child, arch, methods, args)
         batch = args.batch if arch != "small" else args.small_batch

@@ -40,7 +40,7 @@ from spray.explain import ClusterSpec, ExplainSpec, prepare, run_explain
 from spray.models.loading import load_model
 from spray.report import write_report
 from spray.store import HeatmapStore, ReadOnlyFolder, StoreLock, store_content
-from spray.verify import region_flip_rate
+from spray.verify import verify_background, verify_local
 
 log = logging.getLogger("spray.pipeline")
 STAGES = ("explain", "analyze", "verify", "report")
@@ -78,10 +78,9 @@ class Run:
         if job.data.type == "bed":
             from spray.datasets import prepare_bed
             d = job.data
-            params = {"size": d.size, "n_per_class": d.n_per_class, "seed": d.seed}
-            if d.fraction is not None:
-                params["fraction"] = d.fraction
-            bed = prepare_bed(d.name, epochs=d.epochs, **params)
+            params = {k: v for k, v in (("size", d.size), ("n_per_class", d.n_per_class), ("seed", d.seed),
+                                        ("fraction", d.fraction)) if v is not None}
+            bed = prepare_bed(d.name, epochs=d.epochs, progress=self.progress, **params)
             self.bed_info = bed.info
             data = {"type": "npz", "path": str(bed.data)}
             model = {"factory": bed.info["model"]["factory"], "kwargs": bed.info["model"]["kwargs"],
@@ -289,16 +288,20 @@ class Run:
         run_info = {"name": self.job.name, "job_hash": self.job.digest()}
         if self.bed_info:
             run_info["bed"] = {"name": self.bed_info["name"], "clean_accuracy": self.bed_info["clean_accuracy"],
-                               "flip_rate": self.bed_info["flip"]["rate"],
-                               "artifact_class": self.bed_info["params"]["artifact_class"]}
+                               "shortcuts": {k: {"class": v["class"], "flip_rate": v["flip"]["rate"],
+                                                 "base_rate": v["base_rate"]}
+                                             for k, v in self.bed_info["shortcuts"].items()}}
         out = write_report(self.store, self.analysis, self.report, verification, run_info, self.job.report.examples)
         self._mark("report", inputs, sorted(p for p in self.report.rglob("*") if p.is_file()))
         return out
 
 
 def verify_flagged(store_path: Path, analysis: Path, spec: ExplainSpec, n_images: int = 500, seed: int = 0) -> dict:
-    """Artifact-insertion test for every flagged cluster: paste its region (hot-spot box, or the
-    background for a non-local finding) from its members onto other classes' images; flip rate."""
+    """Artifact-insertion test with a control for every flagged cluster (spray.verify): a local
+    finding's region is pasted from its members onto other classes' images, against the same region
+    and the most relevant piece of the same shape from the class's other samples; a non-local
+    finding swaps backgrounds, against backgrounds of the class's other samples. Entries are keyed
+    "label/cluster" and carry the flip rate, the control rate and ``confirmed``."""
     summary = json.loads((analysis / "analysis.json").read_text())
     todo = [(c["label"], cl) for c in summary["classes"] for cl in c["clusters"] if cl["flagged"]]
     results: Dict[str, dict] = {}
@@ -308,6 +311,7 @@ def verify_flagged(store_path: Path, analysis: Path, spec: ExplainSpec, n_images
     source = open_source(spec.data)
     preprocess = Preprocess(**spec.preprocess)
     rng = np.random.default_rng(seed)
+    pool = summary["params"].get("pool")
 
     def images(indices) -> torch.Tensor:
         ds = SampleDataset(source, preprocess, indices, on_error="stop")
@@ -315,18 +319,33 @@ def verify_flagged(store_path: Path, analysis: Path, spec: ExplainSpec, n_images
 
     with HeatmapStore(store_path) as store, h5py.File(analysis / "analysis.h5", "r") as ah5:
         position = {i: r for r, i in enumerate(store.ids)}
+        cell = store.shape[-1] // pool if pool else 1
+
+        def heat(rows) -> np.ndarray:
+            return store.relevance(rows).sum(1)
+
         for label, cl in todo:
-            mask = ah5[f"{label:08d}/mask/{cl['cluster']}"][()]
-            donor_rows = np.array([position[i] for i in cl["members"]])
-            donors = images(store.index[rng.permutation(donor_rows)[:n_images]])
+            key = f"{label}/{cl['cluster']}"
+            member_rows = np.array([position[i] for i in cl["members"]])
+            donor_rows = np.sort(rng.permutation(member_rows)[:n_images])
+            rest_rows = np.setdiff1d(store.rows_of(label), member_rows)
+            rest_rows = np.sort(rng.permutation(rest_rows)[:n_images])
             other_rows = np.flatnonzero(store.labels != label)
-            if len(other_rows) == 0:
+            if len(other_rows) == 0 or len(rest_rows) == 0:
+                log.warning("verify: class %s cluster %s: no %s to test against; not verified", label, cl["cluster"],
+                            "other-class images" if len(other_rows) == 0 else "unflagged samples of the class")
                 continue
             other_rows = np.sort(rng.permutation(other_rows)[:n_images])
-            flip = region_flip_rate(model, images(store.index[other_rows]), donors, mask, label)
-            results[f"{label}/{cl['cluster']}"] = flip.to_dict()
-            log.info("verify: class %s cluster %s: pasting its region flips %.1f%% of %d other-class images",
-                     label, cl["cluster"], 100 * flip.rate, flip.n)
+            others, members, rest = (images(store.index[r]) for r in (other_rows, donor_rows, rest_rows))
+            if cl["kind"] == "local":
+                mask = ah5[f"{label:08d}/mask/{cl['cluster']}"][()]
+                result = verify_local(model, others, members, rest, heat(rest_rows), mask, label)
+            else:
+                result = verify_background(model, others, heat(other_rows), members, rest, label, cell)
+            results[key] = result.to_dict()
+            log.info("verify: class %s cluster %s (%s): flips %.1f%% of %d other-class images, control %.1f%% (%s): %s",
+                     label, cl["cluster"], result.method, 100 * result.flip.rate, result.flip.n,
+                     100 * result.control_rate, result.control, "confirmed" if result.confirmed else "NOT confirmed")
     return results
 
 

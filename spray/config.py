@@ -34,13 +34,15 @@ class _Strict(BaseModel):
 
 
 class BedData(_Strict):
+    """A bundled test bed (spray.datasets); unset keys take the bed's own defaults."""
     type: Literal["bed"]
-    name: Literal["watermark", "background"] = "watermark"
-    size: int = Field(32, ge=32)
-    n_per_class: int = Field(400, ge=40)
+    name: Literal["watermark", "background", "scenes", "scenes-clean", "scenes-small", "scenes-heldout",
+                  "scenes-heldout-clean"] = "watermark"
+    size: Optional[int] = Field(None, ge=32)
+    n_per_class: Optional[int] = Field(None, ge=40)
     fraction: Optional[float] = Field(None, ge=0.05, le=0.8)
-    seed: int = 0
-    epochs: int = Field(8, ge=1)
+    seed: Optional[int] = None
+    epochs: Optional[int] = Field(None, ge=1)
 
 
 class ImageFolderData(_Strict):
@@ -136,7 +138,7 @@ class AnalysisConfig(_Strict):
     group_by: Literal["label", "prediction"] = "label"
     classes: Optional[List[int]] = None
     min_class_size: int = Field(20, ge=3)
-    threshold: float = Field(0.2, gt=0, lt=1)
+    threshold: float = Field(0.05, gt=0, lt=1)
     seed: int = 0
 
     @model_validator(mode="after")

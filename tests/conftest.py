@@ -80,3 +80,10 @@ def audited_beds(bed_cache, tmp_path_factory):
         summary = analyze_store(store, store.parent / "analysis", AnalysisParams(embeddings=()), progress=False)
         out[name] = (bed, store, summary)
     return out
+
+
+@pytest.fixture(scope="session")
+def scene_bed(bed_cache):
+    """The CI scene bed (four drawn object classes on photo crops, a stamp on class 2), trained once."""
+    from spray.datasets import prepare_bed
+    return prepare_bed("scenes-small", cache=bed_cache)

@@ -1,10 +1,14 @@
-"""The bundled Clever-Hans beds: deterministic, planted as documented, and their models really use
-the shortcut (a bed whose model ignores its artifact is a failed bed)."""
+"""The bundled Clever-Hans beds (digits and scenes): deterministic, planted as documented, and their
+models really use the shortcut (a bed whose model ignores its artifact is a failed bed)."""
+import json
+
 import numpy as np
 import pytest
 
-from spray.datasets import build_bed, prepare_bed
+from spray.datasets import SCENE_BEDS, build_bed, build_scene_bed, prepare_bed
 from spray.datasets.beds import stamp_box
+from spray.datasets.photos import SOURCES
+from spray.datasets.scenes import SceneRecipe, artifact_mask
 from spray.errors import ConfigError, SprayError
 
 
@@ -42,20 +46,75 @@ def test_bad_bed_parameters():
 def test_trained_beds_use_their_shortcut(bed_cache):
     for name in ("watermark", "background"):
         info = prepare_bed(name, cache=bed_cache).info
+        flip = info["shortcuts"][name]
         assert info["clean_accuracy"] > 0.95, name
-        assert info["flip"]["rate"] >= 0.5, f"failed bed {name}: flip rate {info['flip']['rate']}"
-        assert info["flip"]["n"] > 800
+        assert flip["flip"]["rate"] >= 0.5, f"failed bed {name}: flip rate {flip['flip']['rate']}"
+        assert flip["flip"]["n"] > 800 and flip["base_rate"] < 0.1
 
 
 def test_a_bed_whose_model_ignores_the_artifact_fails(bed_cache, tmp_path):
-    import json
     prepared = prepare_bed("watermark", cache=bed_cache)
     info = json.loads((prepared.folder / "bed.json").read_text())
-    info["flip"]["rate"] = 0.01
+    info["shortcuts"]["watermark"]["flip"]["rate"] = 0.01
     (prepared.folder / "bed.json").write_text(json.dumps(info))
     try:
         with pytest.raises(SprayError, match="failed bed 'watermark'.*does not use the shortcut"):
             prepare_bed("watermark", cache=bed_cache)
+        assert prepare_bed("watermark", cache=bed_cache, check=False).failed
     finally:
-        info["flip"]["rate"] = prepared.info["flip"]["rate"]
-        (prepared.folder / "bed.json").write_text(json.dumps(info))
+        (prepared.folder / "bed.json").write_text(json.dumps(prepared.info))
+
+
+def test_scene_beds_are_deterministic_for_a_seed():
+    a, b = build_scene_bed("scenes-small", n_per_class=40), build_scene_bed("scenes-small", n_per_class=40)
+    assert np.array_equal(a.images, b.images) and list(a.shortcut) == list(b.shortcut)
+    assert a.images.shape == (160, 64, 64, 3) and a.classes == ["disc", "square", "triangle", "star"]
+    assert not np.array_equal(a.images, build_scene_bed("scenes-small", n_per_class=40, seed=8).images)
+
+
+def test_scene_bed_ground_truth():
+    bed = build_scene_bed("scenes", n_per_class=60)
+    recipe = SCENE_BEDS["scenes"]["recipe"]
+    for kind, label in bed.shortcuts().items():
+        hit = bed.shortcut == kind
+        assert hit.any() and (bed.labels[hit] == label).all(), kind
+        if kind != "background":
+            region = artifact_mask(kind, recipe, 64)
+            patch = bed.images[hit][:, region]
+            assert (patch == patch[0]).all(), kind                       # the same pixels in every sample
+    poisoned = bed.shortcut == "trigger"
+    assert (bed.shape[poisoned] != recipe.trigger).all()                 # other classes' objects, relabelled
+    on_source = bed.source == SOURCES.index(recipe.background_source)
+    assert np.array_equal(on_source, bed.shortcut == "background")       # that source is the shortcut's alone
+    for kind, label in recipe.harmless().items():
+        styled = bed.style == ("filled", "outline", "striped").index(kind)
+        assert styled.any() and (bed.labels[styled] == label).all()
+    clean = np.flatnonzero(~bed.artifact)[:5]
+    stamped = bed.insert_artifact(clean, "stamp")
+    region = artifact_mask("stamp", recipe, 64)
+    assert (stamped[:, region] == bed.images[bed.shortcut == "stamp"][0][region]).all()
+    swapped = bed.insert_artifact(clean, "background").astype(int)
+    inside = bed.masks[clean] == 255
+    assert np.abs(swapped - bed.images[clean].astype(int))[inside].mean() < 20      # the object stays
+    assert np.abs(swapped - bed.images[clean].astype(int))[~inside].mean() > 20     # the background changes
+    assert not build_scene_bed("scenes-clean", n_per_class=40).artifact.any()
+
+
+def test_bad_scene_bed_parameters():
+    with pytest.raises(ConfigError, match="unknown scene bed"):
+        build_scene_bed("mirror")
+    with pytest.raises(ConfigError, match="at least 48"):
+        build_scene_bed("scenes", size=32)
+    with pytest.raises(ConfigError, match="poison"):
+        build_scene_bed("scenes", poison=0.5)
+    with pytest.raises(ConfigError, match="own class"):
+        build_scene_bed("x", recipe=SceneRecipe(stamp=1, outline=1))
+    with pytest.raises(ConfigError, match="parameters .*unknown"):
+        build_scene_bed("scenes", colour="red")
+
+
+def test_the_ci_scene_bed_is_good_and_uses_its_shortcut(scene_bed):
+    info = scene_bed.info
+    assert info["clean_accuracy"] >= 0.9 and not scene_bed.failed
+    stamp = info["shortcuts"]["stamp"]
+    assert stamp["flip"]["rate"] >= 0.5 and stamp["base_rate"] < 0.2 and stamp["flip"]["n"] > 200

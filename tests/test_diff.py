@@ -14,7 +14,7 @@ OLD, NEW = Plant(1, "patch", 0.25, 8.0), Plant(3, "patch", 0.25, 8.0)
 
 
 def _run(folder, plants):
-    store = write_synthetic_store(folder / "store", 5, PER_CLASS, size=SIZE, plants=plants, shard_size=60, images=False)
+    store = write_synthetic_store(folder / "store", 5, PER_CLASS, size=SIZE, plants=plants, shard_size=60, images=True)
     analyze_store(store, folder / "analysis", AnalysisParams(embeddings=(), k_range=(2, 6)), progress=False)
     return folder
 

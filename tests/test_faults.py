@@ -306,7 +306,7 @@ def test_a_model_factory_that_raises_is_named(project, tmp_path):
     (tmp_path / "broken.py").write_text("def make(num_classes=3):\n    raise RuntimeError('no such checkpoint')\n")
     job = _job(project, tmp_path, model={"factory": f"{tmp_path}/broken.py:make", "kwargs": {"num_classes": 3}})
     code, err = spray_main("run", job, "--quiet")
-    _failed(code, err, "broken.py:make", "raised RuntimeError: no such checkpoint")
+    _failed(code, err, "broken.py:make", "raised RuntimeError: no such checkpoint", exit_code=2)
 
 
 def test_float_channels_last_arrays_get_the_transpose(project, tmp_path):

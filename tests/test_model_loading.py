@@ -46,3 +46,24 @@ def test_check_model_against_one_sample():
         check_model(model, torch.zeros(3, 32, 32), 7)
     with pytest.raises(InputError, match="fails on one sample.*preprocess"):
         check_model(model, torch.zeros(1, 32, 32), 5)
+
+
+@pytest.mark.parametrize("factory, kwargs", [
+    ("timm:create_model", {"model_name": "resnet18", "num_classes": 4}),
+    ("torchvision.models:resnet18", {"num_classes": 4}),
+])
+def test_a_job_names_a_library_model_directly(tmp_path, factory, kwargs):
+    """timm's and torchvision's builders as factories (random init, nothing downloads) + a state_dict."""
+    from spray.testing import import_timm, torchvision_available
+    if not torchvision_available():
+        pytest.skip("torchvision and timm are test extras")
+    import_timm()
+    torch.manual_seed(0)
+    trained = load_model(factory, kwargs)
+    torch.save(trained.state_dict(), tmp_path / "w.pt")
+    loaded = load_model(factory, kwargs, tmp_path / "w.pt")
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(loaded(x), trained(x)) and loaded(x).shape == (2, 4)
+    assert model_fingerprint(loaded) == model_fingerprint(trained)
+    with pytest.raises(ConfigError, match="failed with|rejected its arguments"):
+        load_model(factory, {**kwargs, "model_name": "no_such_model"} if "timm" in factory else {"colours": 3})

@@ -27,7 +27,9 @@ def _store(folder: Path, n_classes=6, per_class=120, **kw) -> Path:
 
 
 def _without_timings(summary: dict) -> list:
-    return [{k: v for k, v in r.items() if k != "timings"} for r in summary["classes"]]
+    # input_pixels names the data file each class's analysis read (or failed to read): a reused class
+    # names the first store's images
+    return [{k: v for k, v in r.items() if k not in ("timings", "input_pixels")} for r in summary["classes"]]
 
 
 def _h5_content(path: Path) -> dict:

@@ -112,6 +112,23 @@ def test_an_unchanged_index_is_not_rewritten(tmp_path):
     assert (tmp_path / "s" / "heatmaps.h5").stat().st_mtime_ns == before
 
 
+def test_moved_or_reordered_data_rewrites_the_index_with_the_new_positions(tmp_path):
+    """The analysis and the flip test read pixels through the index (data spec + positions): data that
+    moved or was reordered, with every sample's content unchanged, rewrites the index, recomputes nothing."""
+    from spray.store import store_content
+    _fill(tmp_path / "s")
+    identity = {"model_sha256": "abc"}
+    moved = _selection(SAMPLES)
+    moved.index, moved.data = moved.index[::-1].copy(), {"type": "npz", "path": "/elsewhere/data.npz"}
+    assert "moved or its samples were reordered" in store_content(tmp_path / "s", identity, moved, True)
+    with StoreWriter(tmp_path / "s", identity, {"data_spec": moved.data}) as w:
+        assert not w.missing(moved, retry_skipped=True).any()
+        assert w.finalize(moved).rewritten
+    assert store_content(tmp_path / "s", identity, moved, True) is None
+    with HeatmapStore(tmp_path / "s") as st:
+        assert st.index.tolist() == moved.index.tolist() and st.provenance["data_spec"] == moved.data
+
+
 def test_corrupt_shard_is_detected(tmp_path):
     path = tmp_path / "x.h5"
     write_shard(path, _data([f"i{i}" for i in range(50)], 0, [_digest(i) for i in range(50)]))

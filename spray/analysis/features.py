@@ -1,10 +1,12 @@
 """Heatmaps -> per-sample feature vectors for the graph: channel sum, absolute or positive part,
 sum-pooling to a target size, normalisation per sample (with a guard for maps whose relevance sums
-to ~0, where dividing gives inf/NaN), optional PCA for large maps."""
+to ~0, where dividing gives inf/NaN), optional PCA for large maps. And the input pixels behind the
+maps, read through the data source recorded in a store's provenance, on a grid aligned with the
+pooled cells (the suspicion score asks whether a hot spot's pixels are the same in every member)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -65,3 +67,35 @@ def reduce_dimension(features: np.ndarray, n_components: Optional[int], random_s
         return features
     from sklearn.decomposition import PCA
     return PCA(n_components, svd_solver="randomized", random_state=random_state).fit_transform(features).astype(np.float32)
+
+
+PIXELS_PER_CELL = 4
+
+
+def read_pixels(provenance: Mapping, indices: Sequence[int], cells: Tuple[int, int],
+                factor: Tuple[int, int], per_cell: int = PIXELS_PER_CELL) -> np.ndarray:
+    """(N, h*q, w*q, 3) float32 pixels in [0, 1] of data-source samples ``indices``, preprocessed as
+    the explain stage did (resize, crop) but not normalised, then area-averaged to ``q = min(pool
+    factor, per_cell)`` pixels per cell side: the grid of an ``(h, w)``-cell pooled map. Grey
+    images are repeated to three channels."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..data.open import open_source
+    from ..data.preprocess import Preprocess
+    spec = dict(provenance["preprocess"])
+    spec["mean"], spec["std"] = [], []
+    display = Preprocess(**spec)
+    scale = 1.0 if spec.get("scale", True) else 255.0
+    source = open_source(provenance["data_spec"])
+    h, w = cells
+    q = max(1, min(int(factor[0]), int(factor[1]), per_cell))
+    out = np.empty((len(indices), h * q, w * q, 3), np.float32)
+    for start in range(0, len(indices), 256):
+        chunk = [int(i) for i in indices[start:start + 256]]
+        x = torch.stack([display(source.load(i), source.location(i)) for i in chunk]) / scale
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = F.interpolate(x[:, :3], size=(h * q, w * q), mode="area") if x.shape[-2:] != (h * q, w * q) else x
+        out[start:start + len(chunk)] = x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    return out

@@ -11,7 +11,8 @@ ranking, and everything is merged into:
 - ``analysis.h5``: per class ``/<label:08d>/`` with ``index`` (store rows), ``eigenvalues``
   (Laplacian, ascending), ``embedding/*``, ``cluster/<method>-NN`` for the whole k range,
   ``prototype`` (class mean map, then one per cluster of the chosen k), ``medoids/<cluster>``,
-  ``mask/<cluster>`` (what a flip test pastes, for flagged clusters) and the JSON record as an attribute;
+  ``mask/<cluster>`` (what a flip test pastes, for flagged local findings), ``sample_score`` (every
+  sample's suspicion, aligned with ``index``) and the JSON record as an attribute;
 - ``virelay.h5``: the layout ViRelAy loads (same names in every class, eigenvalues in CoRelAy's order);
 - ``analysis.json``: per class n, k, eigengap, runner-up, graph components, per-cluster suspicion and
   ``attention`` (score, rank, evidence); what was reused; which 2-D embedding, for which classes.
@@ -164,6 +165,8 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
         costs[task.label] = {"seconds": result["seconds"], "read_seconds": result["read_seconds"], "n": task.n}
         bar.update(1)
         flagged = [c["cluster"] for c in record["clusters"] if c["flagged"]]
+        if record.get("input_pixels", "read") != "read":
+            log.warning("class %s: input pixels %s", task.label, record["input_pixels"])
         log.info("class %s: n=%d k=%d (gap %.2f, runner-up k=%d) flagged %s; %.2f s on pid %s", task.label,
                  record["n"], record["k"], record["eigengap"]["gap"], record["eigengap"]["runner_up"],
                  flagged or "none", result["seconds"], result["pid"])

@@ -67,12 +67,16 @@ def _class_maps(label: int, n: int, size: int, seed: int, plant: Optional[Plant]
 
 
 def _images(label: int, maps: np.ndarray, planted: np.ndarray, plant: Optional[Plant]) -> np.ndarray:
-    """(n, size, size, 3) uint8: the class tint, the object, and the planted patch (white) or border (green)."""
-    size = maps.shape[-1]
-    tint = np.array([(label * 37) % 200 + 30, (label * 91) % 200 + 30, (label * 53) % 200 + 30], np.float32)
+    """(n, size, size, 3) uint8: a background tint and an object colour drawn per sample (objects of one
+    class come in many colours, as in the scene beds), the object's shape from its map, and the planted
+    patch (white) or border (green)."""
+    size, n = maps.shape[-1], len(maps)
+    rng = np.random.default_rng(label)
+    tint = rng.uniform(30, 230, (n, 1, 1, 3)).astype(np.float32)
+    colour = rng.uniform(0, 255, (n, 1, 1, 3)).astype(np.float32)
     obj = maps[:, 0].astype(np.float32)
-    obj = obj / np.maximum(obj.max((1, 2), keepdims=True), 1e-6)
-    img = 0.5 * tint + 120 * obj[..., None]
+    obj = (obj / np.maximum(obj.max((1, 2), keepdims=True), 1e-6))[..., None]
+    img = 0.5 * tint * (1 - obj) + colour * obj
     idx = np.flatnonzero(planted)
     if plant is not None and plant.kind in ("patch", "background") and len(idx):
         sub = img[idx]
@@ -132,7 +136,7 @@ def write_synthetic_store(folder: Union[str, Path], n_classes: int, per_class: i
         all_ids = [f"{names[c]}/{i:06d}" for c in range(n_classes) for i in range(counts[c])]
         image_fh.create_dataset("ids", data=np.array(all_ids, dtype=object), dtype=h5py.string_dtype())
     offset = 0
-    selection = Selection([], np.empty(0, np.int64), [], np.empty(0, np.int64))
+    selection = Selection([], np.empty(0, np.int64), [], np.empty(0, np.int64), provenance["data_spec"])
     with StoreWriter(folder, identity, provenance) as writer:
         by_class: Dict[int, list] = {}
         for spec in specs:

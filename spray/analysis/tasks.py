@@ -15,17 +15,21 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..errors import SprayError
 from ..store import HeatmapStore
 from .estimator import embed_2d
-from .features import pool_maps, reduce_dimension
+from .features import pool_maps, read_pixels, reduce_dimension
 from .graph import EXACT_MAX
 from .parts import part_path, write_embedding, write_part
 from .ranking import attention
 from .suspicion import region_mask, score_clusters
+
+
+PixelReader = Callable[[Tuple[int, int], Tuple[int, int]], np.ndarray]
 
 
 @dataclass
@@ -107,17 +111,28 @@ def medoids(embedding: np.ndarray, labels: np.ndarray, k: int, count: int) -> Li
     return out
 
 
-def analyze_maps(relevance: np.ndarray, task: ClassTask, params):
+def analyze_maps(relevance: np.ndarray, task: ClassTask, params, pixels: Optional[PixelReader] = None):
     """SpRAy, suspicion and attention of one class's heatmaps -> (arrays, attributes, record), arrays
-    named as in ``analysis.h5`` (medoids as positions within the class)."""
+    named as in ``analysis.h5`` (medoids as positions within the class).
+
+    ``pixels(cells, factor)``: the class's input pixels on the pooled maps' grid (see
+    :func:`~spray.analysis.features.read_pixels`), which the suspicion score compares across members."""
     from .spectral import to_corelay_order
     sp = params.estimator(embeddings=()).fit(relevance)
     n_clusters = int(sp.labels_.max()) + 1  # k for k-means/agglomerative; found by density for (H)DBSCAN
-    susp = score_clusters(sp.pooled_, sp.labels_, sp.graph_, sp.pool_factor_, params.threshold)
+    grid, pixel_problem = None, "no pixel reader given"
+    if pixels is not None:
+        try:
+            grid, pixel_problem = pixels(sp.pooled_.shape[1:], sp.pool_factor_), None
+        except (SprayError, OSError) as err:   # the data moved or is unreadable since the explain stage
+            pixel_problem = str(err)
+    scores = score_clusters(sp.pooled_, sp.labels_, sp.graph_, sp.pool_factor_, params.threshold, pixels=grid)
+    susp = scores.clusters
     meds = medoids(sp.embedding_, sp.labels_, n_clusters, params.n_examples)
     ids = np.asarray(task.ids, dtype=object)
     arrays = {"eigenvalues": sp.eigenvalues_, "embedding/spectral": sp.embedding_.astype(np.float32),
-              "prototype": prototypes(relevance, sp.labels_, n_clusters)}
+              "prototype": prototypes(relevance, sp.labels_, n_clusters),
+              "sample_score": scores.sample_score.astype(np.float32)}
     attrs = {"embedding/spectral": {"eigenvalue": to_corelay_order(sp.eigenvalues_).astype(np.float32)}}
     for k, labels in sp.clusterings_.items():
         name = f"cluster/{params.clusterer}-{k:02d}"
@@ -126,8 +141,8 @@ def analyze_maps(relevance: np.ndarray, task: ClassTask, params):
     for c, m in enumerate(meds):
         arrays[f"medoids/{c}"] = m.astype(np.int64)
     for s in susp:
-        if s.flagged:
-            arrays[f"mask/{s.cluster}"] = region_mask(s, sp.pooled_, sp.pool_factor_)
+        if s.flagged and s.kind == "local":
+            arrays[f"mask/{s.cluster}"] = region_mask(s, relevance.shape[-2:])
     record = {
         "label": int(task.label), "name": task.name, "n": int(task.n), "k": int(sp.k_),
         "eigengap": {"k": sp.eigengap_.k, "gap": sp.eigengap_.gap, "runner_up": sp.eigengap_.runner_up,
@@ -137,6 +152,7 @@ def analyze_maps(relevance: np.ndarray, task: ClassTask, params):
         "knn": sp.knn_method_, "solver": sp.solver_, "degenerate_maps": int(sp.degenerate_.sum()),
         "accuracy": float(np.mean(task.predictions == task.labels)),
         "timings": {a: round(b, 3) for a, b in sp.timings_.items() if a != "embed2d"},
+        "input_pixels": "read" if pixel_problem is None else f"unavailable ({pixel_problem}): nothing can be flagged",
         "clusters": [{**s.to_dict(), "members": ids[sp.labels_ == s.cluster].tolist(),
                       "medoids": ids[meds[s.cluster]].tolist()} for s in susp],
     }
@@ -155,9 +171,13 @@ def run_class(task: ClassTask, store: str, params, parts: str, threads: int) -> 
     "pid", "peak_rss_mib"}`` (peak: the process's, since it started)."""
     started = time.perf_counter()
     with thread_cap(threads, uses_numba(params, task.n)):
-        relevance = _store(store).relevance(task.rows)
+        opened = _store(store)
+        relevance = opened.relevance(task.rows)
         read = time.perf_counter() - started
-        arrays, attrs, record = analyze_maps(relevance, task, params)
+
+        def pixels(cells, factor):
+            return read_pixels(opened.provenance, opened.index[task.rows], cells, factor)
+        arrays, attrs, record = analyze_maps(relevance, task, params, pixels)
     write_part(part_path(Path(parts), task.label, task.key), task.key, arrays, record, attrs)
     return {"label": task.label, "record": record, "read_seconds": round(read, 3), **_task_info(started)}
 

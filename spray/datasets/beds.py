@@ -70,8 +70,15 @@ class Bed:
     def subset(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == split)
 
-    def insert_artifact(self, index: np.ndarray, seed: int = 1) -> np.ndarray:
-        """Images ``index`` with this bed's artifact inserted (uint8 NHWC), for flip-rate tests."""
+    def shortcuts(self):
+        """{kind: class} of the planted shortcut (one per digit bed, named after the bed)."""
+        return {self.name: self.artifact_class}
+
+    def insert_artifact(self, index: np.ndarray, kind: Optional[str] = None, seed: int = 1) -> np.ndarray:
+        """Images ``index`` with this bed's artifact inserted (uint8 NHWC), for flip-rate tests
+        (``kind``, when given, must be the bed's name: a digit bed has one shortcut)."""
+        if kind not in (None, self.name):
+            raise ConfigError(f"bed {self.name!r} has no {kind!r} shortcut")
         rng = np.random.default_rng(seed)
         images = self.images[index].copy()
         if self.name == "watermark":

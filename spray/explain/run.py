@@ -138,7 +138,8 @@ def prepare(spec: ExplainSpec, classes: Optional[Sequence] = None, ids: Optional
     hashed = {"samples": len(order), "read": len(order) - unchanged, "seconds": round(time.perf_counter() - started, 2)}
     log.info("data: %d samples, %d hashed, %d unchanged since the last run (size and mtime) in %.1f s",
              len(order), hashed["read"], unchanged, hashed["seconds"])
-    selection = Selection([source.ids[i] for i in order], source.labels[order].astype(np.int64), digests, order)
+    selection = Selection([source.ids[i] for i in order], source.labels[order].astype(np.int64), digests, order,
+                          spec.data)
     return Prepared(spec, identity, provenance, selection, source, signatures, cache, hashed)
 
 

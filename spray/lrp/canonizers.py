@@ -9,8 +9,8 @@
       spray.lrp.register_residual(MyBlock, my_block_forward)
 
   or call a :class:`Sum` submodule in the model itself.
-* Batch norms are folded into the conv/linear layer that feeds them (also when that layer has
-  ``bias=None``) and then act as the identity.
+* A batch norm folded into the layer that feeds it (:mod:`spray.lrp.ops`) acts as the identity:
+  that layer's forward computes it.
 
 Every change is undone by :meth:`Canonization.restore`: the original ``Parameter`` objects are put
 back (bitwise-identical, the very same objects), added attributes are deleted, overridden
@@ -21,7 +21,6 @@ from __future__ import annotations
 import types
 from typing import Callable, Dict, List, Type
 
-import torch
 from torch import Tensor, nn
 
 _MISSING = object()
@@ -57,6 +56,8 @@ def _bottleneck_forward(self, x):
 
 
 _BASIC = ("conv1", "bn1", "conv2", "bn2", "relu", "downsample")
+#: modules whose BasicBlock/Bottleneck compute exactly torchvision's forward
+_TORCHVISION_LAYOUT = ("torchvision.models.resnet", "spray.models.zoo")
 _BOTTLENECK = _BASIC + ("conv3", "bn3")
 
 #: user-registered residual modules: type -> forward that calls ``self.spray_sum``
@@ -74,6 +75,8 @@ def residual_forward_for(module: nn.Module):
         if isinstance(module, module_type):
             return forward
     name = type(module).__name__
+    if not type(module).__module__.startswith(_TORCHVISION_LAYOUT):
+        return None  # another library's block of that name may compute more (SE, drop path): ruled per operation
     if name == "Bottleneck" and all(hasattr(module, a) for a in _BOTTLENECK):
         return _bottleneck_forward
     if name == "BasicBlock" and all(hasattr(module, a) for a in _BASIC):
@@ -129,24 +132,6 @@ class Canonization:
                 self.override_forward(module, forward)
                 changed.append(path)
         return changed
-
-    def fold_batch_norm(self, linear: nn.Module, bn: nn.Module) -> None:
-        """Fold eval-mode ``bn`` into ``linear`` (conv or dense) and turn ``bn`` into the identity."""
-        with torch.no_grad():
-            weight = linear.weight
-            scale = bn.running_var.add(bn.eps).rsqrt()
-            if bn.weight is not None:
-                scale = scale * bn.weight
-            shift = -bn.running_mean * scale
-            if bn.bias is not None:
-                shift = shift + bn.bias
-            bias = linear.bias if linear.bias is not None else torch.zeros_like(shift)
-            shape = (-1,) + (1,) * (weight.ndim - 1)
-            new_weight = nn.Parameter(weight * scale.reshape(shape).to(weight), requires_grad=False)
-            new_bias = nn.Parameter(bias * scale.to(bias) + shift.to(bias), requires_grad=False)
-        self.set_attr(linear, "weight", new_weight)
-        self.set_attr(linear, "bias", new_bias)
-        self.override_forward(bn, _identity_forward)
 
     def set_identity(self, module: nn.Module) -> None:
         """Make ``module`` (Dropout, Identity) return its input object itself."""

@@ -1,56 +1,43 @@
 """Probe a model's data flow once, so that rules can be attached safely.
 
-One no-grad forward on a single sample records which leaf module or functional operation consumes
-each input-dependent tensor. From that the engine learns: which linear layer feeds which
-activation alone (so the two can be fused, keeping memory at the gradient pass's level), which batch
-norms can be folded, which layer is the first one the input reaches, and whether any operation
-outside a leaf module would make LRP wrong (a tensor-tensor sum or product that is not an explicit
-:class:`~spray.lrp.canonizers.Sum`, or a non-linear function called functionally).
+One forward on a single sample, with the operation router in probe mode (:mod:`spray.lrp.router`)
+outside the fast-path layers, records which fast-path layer or operation consumes each activation.
+From that the engine learns which linear layer feeds which activation alone (so the two can be
+fused, keeping memory at the gradient pass's level), which batch norms can be folded, which layer
+reads the model input (it gets the composite's first rule), which tensors are changed in place,
+and which operations have no rule (all of them, with module path, type and the composite key).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from ..errors import UnsupportedModelError
+from .router import Router
 
-#: functional ops outside leaf modules that move values without mixing them
-STRUCTURAL = {
-    "view", "reshape", "flatten", "unflatten", "permute", "transpose", "t", "contiguous", "squeeze",
-    "unsqueeze", "__getitem__", "split", "chunk", "unbind", "cat", "concat", "concatenate", "stack",
-    "clone", "to", "float", "double", "half", "bfloat16", "type", "expand", "expand_as", "view_as",
-    "reshape_as", "narrow", "select", "movedim", "moveaxis", "detach", "flip", "roll",
-}
-#: linear ops on a single input-dependent tensor: exact as LRP-0 in spray's gradient form
-LINEAR_UNARY = {"sum", "mean", "__mul__", "__rmul__", "mul", "__truediv__", "div", "neg", "__neg__",
-                "__add__", "__radd__", "add", "__sub__", "__rsub__", "sub", "__iadd__", "__isub__",
-                "__imul__", "__itruediv__", "add_", "sub_", "mul_", "div_"}
-SUMS = {"__add__", "__radd__", "add", "__sub__", "__rsub__", "sub", "__iadd__", "__isub__", "add_", "sub_"}
-#: winner-take-all and ReLU: their gradient already is LRP's pass-through
-GRADIENT_EXACT = {"relu", "relu_", "leaky_relu", "leaky_relu_", "max_pool1d", "max_pool2d", "max_pool3d",
-                  "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
-                  "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "amax", "max"}
+LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+LAYER_OPS = {"conv1d", "conv2d", "conv3d", "linear"}
 
 
 @dataclass
 class Call:
-    """One call of a leaf module."""
+    """One call of a fast-path module."""
 
     index: int
     path: str
     module: nn.Module
     inputs: List[int]
     output: Optional[int]
+    output_ndim: int = 0
 
 
 @dataclass
 class Use:
-    """One consumer of a tensor: a leaf-module call or a functional op outside leaf modules."""
+    """One consumer of a tensor: a fast-path module call or an operation."""
 
     call: Optional[Call] = None
     op: Optional[str] = None
@@ -64,100 +51,88 @@ class Graph:
     input_id: int = 0
     output_id: Optional[int] = None
     output_shape: Tuple[int, ...] = ()
+    #: descriptions of the layers/operations that read the model input (through structural ops)
+    input_readers: List[str] = field(default_factory=list)
+    #: per reader: whether it is a conv/linear (fast-path module or functional call)
+    input_reader_is_layer: List[bool] = field(default_factory=list)
+    #: the fast-path modules among the readers
+    input_modules: List[nn.Module] = field(default_factory=list)
+    #: ids of tensors changed in place by an operation
+    mutated: set = field(default_factory=set)
 
     def users(self, tensor_id: int) -> List[Use]:
         return self.uses.get(tensor_id, [])
 
 
-class _Recorder(TorchFunctionMode):
-    def __init__(self, graph: Graph, stack: List[str], keep: list):
-        super().__init__()
-        self.graph, self.stack, self.keep = graph, stack, keep
-        self.dependent: set = set()
-        self.leaf_depth = 0
-        self.problems: List[str] = []
-        self.types: Dict[str, str] = {}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if self.leaf_depth:
-            return out
-        flat_in, _ = tree_flatten((args, kwargs))
-        dep = [t for t in flat_in if isinstance(t, Tensor) and id(t) in self.dependent]
-        if not dep:
-            return out
-        name = getattr(func, "__name__", str(func))
-        where = self.stack[-1] if self.stack else "<model>"
-        flat_out = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor)]
-        for t in flat_out:
-            self.dependent.add(id(t))
-            self.keep.append(t)
-        for t in {id(t) for t in dep}:
-            self.graph.uses.setdefault(t, []).append(Use(op=name, where=where))
-        self._check(name, len({id(t) for t in dep}), where)
-        return out
-
-    def _check(self, name: str, n_dependent: int, where: str) -> None:
-        if name in STRUCTURAL or name in GRADIENT_EXACT:
-            return
-        if name in SUMS and n_dependent >= 2:
-            self.problems.append(
-                f"'{where}' adds two activations with '{name}' outside a module: make the sum explicit so it "
-                f"carries a rule (call a spray.lrp.Sum submodule, or spray.lrp.register_residual({self.types.get(where, 'Block')}, "
-                f"forward) with a forward that uses self.spray_sum)")
-            return
-        if name in LINEAR_UNARY and n_dependent == 1:
-            return
-        self.problems.append(
-            f"'{where}' calls '{name}' on activations outside a leaf module; spray has no LRP rule for it. "
-            f"Use a module (e.g. nn.ReLU, nn.Flatten, spray.lrp.Sum) so a rule can be mapped to it")
+def activations(tree) -> List[Tensor]:
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, Tensor) and t.requires_grad]
 
 
-def probe(model: nn.Module, x: Tensor) -> Graph:
-    """Run ``model`` on ``x[:1]`` without gradients and record its data flow."""
+def probe(model: nn.Module, x: Tensor, router: Router, is_fast: Callable[[nn.Module], bool],
+          passes_input: Callable[[nn.Module], bool]) -> Graph:
+    """Run ``model`` on ``x[:1]`` (gradients on, parameters off) and record its data flow."""
     graph = Graph()
-    stack: List[str] = []
     keep: list = []
-    recorder = _Recorder(graph, stack, keep)
-    handles = []
-    paths = {module: path for path, module in model.named_modules()}
-    recorder.types = {(path or "<model>"): type(module).__name__ for module, path in paths.items()}
+    paths = {module: (path or "<model>") for path, module in model.named_modules()}
+    readers: List[Tuple[str, Optional[nn.Module]]] = []
 
     def pre(module, inputs):
-        path = paths.get(module, "?")
-        stack.append(path or "<model>")
-        if not any(True for _ in module.children()):
-            recorder.leaf_depth += 1
+        with torch._C.DisableTorchFunction():
+            _pre(module, inputs)
 
     def post(module, inputs, output):
-        stack.pop()
-        if any(True for _ in module.children()):
-            return
-        recorder.leaf_depth -= 1
-        in_ids = [id(t) for t in tree_flatten(inputs)[0] if isinstance(t, Tensor) and id(t) in recorder.dependent]
-        outs = [t for t in tree_flatten(output)[0] if isinstance(t, Tensor)]
-        out_id = id(outs[0]) if len(outs) == 1 else None
-        if in_ids:
-            call = Call(len(graph.calls), paths.get(module, "?"), module, in_ids, out_id)
-            graph.calls.append(call)
-            for t in dict.fromkeys(in_ids):
-                graph.uses.setdefault(t, []).append(Use(call=call, where=call.path))
-            for t in outs:
-                recorder.dependent.add(id(t))
-                keep.append(t)
+        with torch._C.DisableTorchFunction():
+            _post(module, inputs, output)
 
+    def _pre(module, inputs):
+        router.stack.append((paths.get(module, "?"), module))
+        if is_fast(module):
+            router.suspended += 1
+            if not passes_input(module) and any(getattr(t, "_spray_input", False) for t in activations(inputs)):
+                readers.append((f"'{paths.get(module)}' ({type(module).__name__})", module))
+
+    def _post(module, inputs, output):
+        router.stack.pop()
+        if not is_fast(module):
+            return
+        router.suspended -= 1
+        ins = activations(inputs)
+        outs = [t for t in tree_flatten(output)[0] if isinstance(t, Tensor)]
+        if passes_input(module) and any(getattr(t, "_spray_input", False) for t in ins):
+            for t in outs:
+                t._spray_input = True
+        if ins:
+            call = Call(len(graph.calls), paths.get(module, "?"), module, [id(t) for t in ins],
+                        id(outs[0]) if len(outs) == 1 else None, outs[0].ndim if len(outs) == 1 else 0)
+            graph.calls.append(call)
+            for t in dict.fromkeys(call.inputs):
+                graph.uses.setdefault(t, []).append(Use(call=call, where=call.path))
+            keep.extend(outs)
+            keep.extend(ins)
+
+    def on_use(acts, key, out):
+        where = router.where()[0]
+        for t in {id(a): a for a in acts}:
+            graph.uses.setdefault(t, []).append(Use(op=key, where=where))
+        keep.extend(acts)
+        keep.extend(t for t in tree_flatten(out)[0] if isinstance(t, Tensor))
+
+    handles = []
     for module in paths:
         handles.append(module.register_forward_pre_hook(pre))
         handles.append(module.register_forward_hook(post))
-    sample = x[:1].detach()
-    recorder.dependent.add(id(sample))
+    sample = x[:1].detach().requires_grad_(True)
+    sample._spray_input = True
     keep.append(sample)
     graph.input_id = id(sample)
+    router.on_use = on_use
     try:
-        with torch.no_grad(), recorder:
+        with torch.enable_grad(), router:
             out = model(sample)
     finally:
+        router.on_use = None
+        router.stack.clear()
+        router.suspended = 0
         for h in handles:
             h.remove()
     if not isinstance(out, Tensor):
@@ -167,9 +142,13 @@ def probe(model: nn.Module, x: Tensor) -> Graph:
     if out.ndim != 2:
         raise UnsupportedModelError(
             f"the model's output has shape {tuple(out.shape)}; spray needs logits of shape (batch, classes)")
-    if recorder.problems:
-        raise UnsupportedModelError("cannot explain this model faithfully:\n  - " + "\n  - ".join(
-            dict.fromkeys(recorder.problems)))
+    if router.problems:
+        raise UnsupportedModelError("cannot explain this model faithfully:\n  - " + "\n  - ".join(router.problems))
+    graph.input_readers = [r for r, _ in readers] + [r for r, _ in router.input_readers]
+    graph.input_reader_is_layer = [isinstance(m, LAYER_TYPES) for _, m in readers] + [
+        key in LAYER_OPS for _, key in router.input_readers]
+    graph.input_modules = [m for _, m in readers]
+    graph.mutated = set(router.mutated)
     graph.output_id = id(out)
     graph.output_shape = tuple(out.shape)
     keep.append(out)

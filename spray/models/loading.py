@@ -1,5 +1,14 @@
 """Load the user's model: a factory plus a state_dict file, or a whole pickled module.
 
+A factory is any importable callable, including a library's own builders, so that a model trained
+with timm or torchvision needs no code of the user's::
+
+    model: {factory: "timm:create_model", kwargs: {model_name: resnet50, num_classes: 10}, weights: my.pt}
+    model: {factory: "torchvision.models:resnet50", kwargs: {num_classes: 10}, weights: my.pt}
+
+Both build randomly initialised models by default (timm's ``pretrained=False``, torchvision's
+``weights=None``), so nothing downloads; the job's weights are then loaded into them.
+
 Model files are code. A state_dict is loaded with ``weights_only=True`` (tensors only, nothing
 executes); a pickled module (``pickled:``) can run arbitrary code when loaded and must come from a
 trusted source; the factory named in a job is imported and run like any script.
@@ -30,14 +39,19 @@ def load_model(factory: Optional[str] = None, kwargs: Optional[Dict[str, Any]] =
             raise InputError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module; a state_dict "
                              f"needs model.factory and model.weights")
         return model.eval()
-    maker = load_object(factory, "model factory")
+    try:
+        maker = load_object(factory, "model factory")
+    except ConfigError:
+        raise
+    except Exception as err:  # a library whose import fails (e.g. compiled ops built for another torch)
+        raise ConfigError(f"model factory {factory!r}: importing it failed with {type(err).__name__}: {err}") from err
     try:
         model = maker(**(kwargs or {}))
     except TypeError as err:
         raise ConfigError(f"model factory {factory!r} rejected its arguments {kwargs or {}}: {err}") from None
-    except Exception as err:  # the user's code failed: say whose and what, not a traceback into it
-        raise InputError(f"model factory {factory!r} raised {type(err).__name__}: {err}; fix the factory or its "
-                         f"model.kwargs {kwargs or {}}") from None
+    except Exception as err:  # the user's code or the library refused (timm: "Unknown model (...)"): say whose and what
+        raise ConfigError(f"model factory {factory!r} failed with model.kwargs {kwargs or {}}: raised "
+                          f"{type(err).__name__}: {err}; fix the factory or its model.kwargs") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model factory {factory!r} returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:

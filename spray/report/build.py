@@ -36,7 +36,10 @@ def _env() -> Environment:
 def _flip_text(flip: Optional[dict]) -> str:
     if not flip:
         return ""
-    return f"flips {flip['rate']:.0%} of {flip['n']} other-class images to this class"
+    text = f"flips {flip['rate']:.0%} of {flip['n']} other-class images to this class"
+    if flip.get("control_rate") is not None:
+        text += f" (control: {flip['control_rate']:.0%}, {flip['control']})"
+    return text
 
 
 def _flip_note(flagged: bool, flip: Optional[dict], verified: bool) -> str:
@@ -46,6 +49,9 @@ def _flip_note(flagged: bool, flip: Optional[dict], verified: bool) -> str:
         return "Not verified: the artifact-insertion test was not run (verify.enabled is false)."
     if flip is None:
         return "Not verified: no other-class images to paste onto."
+    if flip.get("confirmed") is False:
+        return (f"Not confirmed: {flip.get('method', 'the test')} flips {flip['rate']:.1%} of other classes' images, "
+                f"not clearly more than its control ({flip['control_rate']:.1%}: {flip['control']}).")
     if flip["rate"] < WEAK_FLIP:
         return (f"Weaker finding: pasting this region onto other classes' images flips only {flip['rate']:.1%} of "
                 f"them, so the model may not rely on it alone.")
@@ -56,6 +62,18 @@ def _display_preprocess(provenance: dict) -> Preprocess:
     p = dict(provenance["preprocess"])
     p["mean"], p["std"] = [], []
     return Preprocess(**p)
+
+
+def _sample_table(store: HeatmapStore, group, labels: np.ndarray, rec: dict) -> pd.DataFrame:
+    """One row per sample of a class: id, label, prediction, cluster, whether that cluster is flagged,
+    and the sample's own suspicion score (``sample_score`` in analysis.h5), to rank samples for review."""
+    rows = group["index"][()]
+    score = group["sample_score"][()] if "sample_score" in group else np.full(len(rows), np.nan, np.float32)
+    flagged = {c["cluster"] for c in rec["clusters"] if c["flagged"]}
+    return pd.DataFrame({"id": [store.ids[r] for r in rows], "label": store.labels[rows].astype(int),
+                         "prediction": store.predictions[rows].astype(int), "cluster": labels.astype(int),
+                         "cluster_flagged": [int(c) in flagged for c in labels],
+                         "score": np.round(score.astype(np.float64), 6)})
 
 
 def write_report(store_path, analysis_dir, out, verification: Optional[Dict[str, dict]] = None,
@@ -69,7 +87,7 @@ def write_report(store_path, analysis_dir, out, verification: Optional[Dict[str,
     verification = verification or {}
     out.mkdir(parents=True, exist_ok=True)
     env = _env()
-    flagged_rows, class_rows, classes_json = [], [], []
+    flagged_rows, class_rows, classes_json, sample_tables = [], [], [], []
     with HeatmapStore(store_path) as store, h5py.File(analysis_dir / "analysis.h5", "r") as ah5:
         prov = store.provenance
         source = open_source(prov["data_spec"])
@@ -126,6 +144,10 @@ def write_report(store_path, analysis_dir, out, verification: Optional[Dict[str,
                                    "hot": round(c["hot"], 4), "off": round(c["off"], 4),
                                    "separation": round(c["separation"], 4), "box": " ".join(map(str, c["box"])),
                                    "where": c["where"], "flip_rate": None if not c["flip"] else round(c["flip"]["rate"], 4),
+                                   "consistency": round(c.get("consistency", float("nan")), 4),
+                                   "decided_by": c.get("decided_by"),
+                                   "control_rate": (c["flip"] or {}).get("control_rate"),
+                                   "confirmed": (c["flip"] or {}).get("confirmed"),
                                    "reason": c["reason"]} for c in clusters])
             table.to_csv(folder / "clusters.csv", index=False)
             class_json = {"label": label, "name": rec["name"], "n": rec["n"], "k": k, "eigengap": rec["eigengap"],
@@ -138,6 +160,10 @@ def write_report(store_path, analysis_dir, out, verification: Optional[Dict[str,
                                         verification[f"{label}/{c['cluster']}"]["rate"],
                                         "flip": verification.get(f"{label}/{c['cluster']}")}
                                        for c in rec["clusters"]]}
+            samples = _sample_table(store, g, labels, rec)
+            samples.to_csv(folder / "samples.csv", index=False)
+            sample_tables.append(samples)
+            class_json["samples"] = {"file": "samples.csv", **{k: samples[k].tolist() for k in ("id", "cluster", "score")}}
             (folder / "summary.json").write_text(json.dumps(class_json, indent=1))
             classes_json.append(class_json)
             class_rows.append({**page, "href": f"class-{label:08d}/index.html"})
@@ -149,9 +175,16 @@ def write_report(store_path, analysis_dir, out, verification: Optional[Dict[str,
                     "threshold": threshold, "store": str(store_path)})
     (out / "index.html").write_text(env.get_template("index").render(
         run=run, flagged=flagged_rows, classes=class_rows, skipped=analysis.get("skipped_classes", []), style=STYLE))
-    ranked = [{"class": f["label"], "cluster": f["cluster"], "score": f["score"], "flip_rate": (f["flip"] or {}).get("rate")}
+    ranked = [{"class": f["label"], "cluster": f["cluster"], "score": f["score"], "flip_rate": (f["flip"] or {}).get("rate"),
+               "control_rate": (f["flip"] or {}).get("control_rate"), "confirmed": (f["flip"] or {}).get("confirmed")}
               for f in flagged_rows]
+    samples = pd.concat(sample_tables, ignore_index=True) if sample_tables else pd.DataFrame()
+    if len(samples):
+        samples = samples.sort_values("score", ascending=False, kind="stable")
+    samples.to_csv(out / "samples.csv", index=False)
+    top = json.loads(samples.head(20).to_json(orient="records")) if len(samples) else []
     tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps({"run": run, "flagged": ranked, "classes": classes_json}, indent=1, default=str))
+    tmp.write_text(json.dumps({"run": run, "flagged": ranked, "classes": classes_json,
+                               "samples": {"file": "samples.csv", "top": top}}, indent=1, default=str))
     os.replace(tmp, out / "summary.json")
     return out / "index.html"

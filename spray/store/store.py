@@ -11,7 +11,10 @@ Layout::
                              content digest)
     STORE/heatmaps.h5        the index over the current selection, class-contiguous, (label, id) order:
                              ``relevance`` as a virtual dataset over the shards, ids, labels, predictions,
-                             targets, logits, content digests, and the table of shard files it reads
+                             targets, logits, content digests, and the table of shard files it reads;
+                             the samples' positions in the data source (``index``) and the data spec
+                             (provenance) they point into, through which the analysis and the flip test
+                             read pixels: data that moves or is reordered rewrites the index, recomputes no heatmap
     STORE/digests.h5         the cache of sample digests (see :mod:`spray.store.digests`)
     STORE/skipped.csv        selected samples left out, with the reason
 
@@ -77,9 +80,17 @@ class Selection:
     labels: np.ndarray
     digests: List[str]
     index: np.ndarray
+    data: Optional[dict] = None  # the data spec ``index`` points into
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def source(self) -> str:
+        """sha256 over the data spec and the selected samples' positions in it: where their pixels
+        are read from (the analysis and the flip test read them through the index)."""
+        h = hashlib.sha256(json.dumps(self.data, sort_keys=True, default=str).encode())
+        h.update(np.ascontiguousarray(self.index, dtype=np.int64).tobytes())
+        return h.hexdigest()
 
     def keys(self) -> Iterator[SampleKey]:
         return zip(self.ids, (int(x) for x in self.labels), self.digests)
@@ -303,13 +314,16 @@ class StoreWriter:
         content = hashlib.sha256(f"{selected}\n".encode() + "\n".join(
             selection.ids[p] for p, _ in skipped).encode()).hexdigest()
         table = [(f, self.done[f]["size"], self.done[f]["mtime_ns"], self.done[f]["checksum"]) for f in files]
-        layout_key = hashlib.sha256(json.dumps([content, table, src_file.tolist(), src_row.tolist()]).encode()).hexdigest()
+        source = selection.source()
+        layout_key = hashlib.sha256(json.dumps([content, source, table, src_file.tolist(),
+                                                src_row.tolist()]).encode()).hexdigest()
         index_path = self.folder / "heatmaps.h5"
         rewritten = _index_attr(index_path, "layout") != layout_key
         try:
             if rewritten:
                 self._write_index(selection, rows, files, src_file, src_row, table,
-                                  {"selection": selected, "content": content, "layout": layout_key})
+                                  {"selection": selected, "content": content, "source": source,
+                                   "layout": layout_key})
                 _write_skipped(self.folder / "skipped.csv",
                                [(selection.ids[p], int(selection.index[p]), reason) for p, reason in skipped])
             removed = self._remove_superseded(selection, set(files))
@@ -426,6 +440,8 @@ def store_content(folder: Union[str, Path], identity: dict, selection: Selection
         with HeatmapStore(folder) as store:
             if store.selection != selection.digest(identity_key(identity)):
                 return "the data or the selection changed"
+            if store.source != selection.source():
+                return "the data moved or its samples were reordered (the index is rewritten, no heatmap recomputed)"
             if retry_skipped and store.skipped:
                 return f"{store.skipped} skipped samples are tried again (explain.on_error: stop)"
     except (StoreIncomplete, CorruptShard) as err:
@@ -468,6 +484,7 @@ class HeatmapStore:
             self.key = fh.attrs["key"]
             self.selection = fh.attrs["selection"]
             self.content = fh.attrs["content"]
+            self.source = fh.attrs["source"]
         except (OSError, KeyError) as err:
             raise CorruptShard(f"the index {index} of store {self.folder} is unreadable ({err}); re-run the same "
                                f"explain job to rewrite it") from None

@@ -1,0 +1,118 @@
+"""How well a detector's verdict matches a bed's ground truth: per shortcut the F1 of its flagged
+groups (the best one, or the union of those in the shortcut's class) against the planted samples,
+where its best group ranks among all groups, the false flags, and the samples' AUROC within the
+shortcut's class. One scorer for spray and for its peers (tests and benchmarks/bench_detect.py).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+
+@dataclass
+class Group:
+    """A detector's group of samples in one class: store rows, a score for ranking, flagged or not."""
+
+    label: int
+    rows: np.ndarray
+    score: float
+    flagged: bool
+
+
+@dataclass
+class ShortcutResult:
+    kind: str
+    label: int
+    planted: int
+    f1: float
+    rank: int                  # 1-based rank of its best group among all groups (0: no group found it)
+    ranked_first: bool         # all groups that found it rank above every other group
+    auroc: float
+
+
+@dataclass
+class Verdict:
+    shortcuts: Dict[str, ShortcutResult]
+    false_flags: int           # flagged groups that are not mostly planted samples
+    flagged: int
+
+    def to_dict(self) -> dict:
+        return {"shortcuts": {k: asdict(v) for k, v in self.shortcuts.items()}, "false_flags": self.false_flags,
+                "flagged": self.flagged}
+
+
+def auroc(truth: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half); NaN without both classes."""
+    truth = np.asarray(truth, bool)
+    pos, neg = int(truth.sum()), int((~truth).sum())
+    if not pos or not neg:
+        return float("nan")
+    from scipy.stats import rankdata
+    ranks = rankdata(score)
+    return float((ranks[truth].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def judge(labels: np.ndarray, truth: np.ndarray, shortcuts: Dict[str, int], groups: Sequence[Group],
+          sample_score: np.ndarray) -> Verdict:
+    """``labels``/``truth``/``sample_score``: per store row (``truth``: the shortcut kind, "" for
+    none); ``shortcuts``: {kind: class}."""
+    planted_any = truth != ""
+    ranked = sorted(groups, key=lambda g: -g.score)
+    mostly_planted = [bool(len(g.rows)) and planted_any[g.rows].mean() >= 0.5 for g in ranked]
+    results = {}
+    for kind, label in shortcuts.items():
+        planted = (truth == kind) & (labels == label)
+        mine = [i for i, g in enumerate(ranked) if g.flagged and g.label == label and mostly_planted[i]]
+        best, union = 0.0, np.zeros(len(labels), bool)
+        for i in mine:
+            m = np.zeros(len(labels), bool)
+            m[ranked[i].rows] = True
+            union |= m
+            best = max(best, _f1(m, planted))
+        f1 = max(best, _f1(union, planted)) if mine else 0.0
+        others = [i for i in range(len(ranked)) if i not in mine]
+        first = bool(mine) and all(ranked[i].score > ranked[j].score for i in mine for j in others
+                                   if not mostly_planted[j])
+        in_class = labels == label
+        results[kind] = ShortcutResult(kind, int(label), int(planted.sum()), float(f1), (mine[0] + 1) if mine else 0,
+                                       first, auroc(planted[in_class], sample_score[in_class]))
+    false = sum(1 for g, mp in zip(ranked, mostly_planted) if g.flagged and not mp)
+    return Verdict(results, false, sum(g.flagged for g in ranked))
+
+
+def _f1(found: np.ndarray, planted: np.ndarray) -> float:
+    tp = int((found & planted).sum())
+    return 2 * tp / (int(found.sum()) + int(planted.sum())) if tp else 0.0
+
+
+def ground_truth(data: Path, store_index: np.ndarray) -> np.ndarray:
+    """Per store row, the shortcut kind planted in it ("" for none), from a bed's ``data.npz``."""
+    d = np.load(data)
+    if "shortcut" in d.files:
+        kinds = d["shortcut"].astype(str)
+    else:           # a digit bed: one shortcut, named after the bed
+        kinds = np.where(d["artifact"], json.loads(Path(data).with_name("bed.json").read_text())["name"], "")
+    return kinds[store_index]
+
+
+def spray_groups(summary: dict, ids: List[str]) -> List[Group]:
+    """The clusters of an ``analysis.json`` as groups (scored by their suspicion)."""
+    position = {i: r for r, i in enumerate(ids)}
+    return [Group(c["label"], np.array([position[i] for i in cl["members"]], dtype=np.int64), float(cl["score"]),
+                  bool(cl["flagged"])) for c in summary["classes"] for cl in c["clusters"]]
+
+
+def spray_sample_scores(analysis_h5: Path, n_rows: int) -> np.ndarray:
+    """Per store row, its ``sample_score`` from ``analysis.h5`` (0 for rows of unanalysed classes)."""
+    import h5py
+    out = np.zeros(n_rows, np.float32)
+    with h5py.File(analysis_h5, "r") as fh:
+        for name in fh:
+            g = fh[name]
+            if "sample_score" in g:
+                out[g["index"][()]] = g["sample_score"][()]
+    return out
