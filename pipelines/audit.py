@@ -1,13 +1,19 @@
 """The audit pipeline: explain -> analyze -> verify -> report, wired from a validated job.
 
-Each stage writes into the run folder (``job.out``) and records a hash of its inputs in
-``stages.json``; a re-run reuses a finished stage whose inputs are unchanged and recomputes it
-otherwise (the log says which). The explain stage also resumes shard by shard on its own.
+A run holds the run folder's lock (``RUN/.lock``) from before its first stage to after its last,
+so a second run of the same folder is refused before it touches anything. Each stage records in
+``stages.json`` a hash of its inputs and the size, mtime and sha256 of every file it wrote; a
+re-run reuses a stage only when its inputs are unchanged and its outputs and the files it reads
+are still there, unchanged, and recomputes it otherwise (the log and ``stages.json`` say which).
+The explain stage reuses heatmaps sample by sample (see :mod:`spray.explain.run`).
 
     RUN/job.resolved.yaml   the job as validated, with its hash
     RUN/store/              heatmap store (spray.store)
     RUN/analysis/           analysis.h5, virelay.h5, analysis.json, verification.json
     RUN/report/             index.html, summary.json, class-*/ (HTML, PNG, CSV, JSON)
+
+A read-only run folder is accepted when every stage asked for is up to date (nothing is written);
+otherwise the error names the stage that would have to write.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import h5py
 import numpy as np
@@ -31,31 +37,42 @@ from spray.console import activity
 from spray.data.loader import SampleDataset, batches
 from spray.data.open import open_source
 from spray.data.preprocess import Preprocess
-from spray.errors import ConfigError
-from spray.explain import ClusterSpec, ExplainSpec, run_explain
+from spray.errors import ConfigError, SprayError, StorageError, storage_error
+from spray.explain import ClusterSpec, ExplainSpec, prepare, run_explain
 from spray.models.loading import load_model
 from spray.report import write_report
-from spray.store import HeatmapStore
+from spray.store import HeatmapStore, ReadOnlyFolder, StoreLock, store_content
 from spray.verify import verify_background, verify_local
 
 log = logging.getLogger("spray.pipeline")
 STAGES = ("explain", "analyze", "verify", "report")
+COMMAND = {"explain": "spray explain JOB", "analyze": "spray analyze JOB", "verify": "spray analyze JOB",
+           "report": "spray report JOB"}
 
 
 def _hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class Run:
-    """A job resolved into stage inputs, bound to its run folder."""
+    """A job resolved into stage inputs, bound to its run folder (an absolute path)."""
 
     def __init__(self, job: JobConfig, progress: bool = True):
         self.job, self.progress = job, progress
-        self.folder = Path(job.out)
+        self.folder = Path(job.out).absolute()
         self.store = self.folder / "store"
         self.analysis = self.folder / "analysis"
         self.report = self.folder / "report"
         self.bed_info: Optional[dict] = None
+        self.writable = True
         self.spec = self._explain_spec()
 
     def _explain_spec(self) -> ExplainSpec:
@@ -82,47 +99,135 @@ class Run:
         e = job.explain
         return ExplainSpec(data=data, model=model, preprocess=preprocess, composite=e.composite, target=e.target,
                            batch_size=e.batch_size, dtype=e.dtype, channels=e.channels, on_error=e.on_error,
-                           device=e.device, torch_threads=e.torch_threads)
+                           device=e.device, torch_threads=e.torch_threads).with_absolute_paths()
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def _stages(self) -> dict:
         path = self.folder / "stages.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        try:
+            return json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:
+            log.warning("%s is unreadable; every stage is checked again", path)
+            return {}
 
-    def _mark(self, stage: str, inputs: str, **info) -> None:
+    def _write(self, path: Path, text: str) -> None:
+        """Atomically (temp file, rename); a failure is one sentence, and the old file stays."""
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise storage_error(err, path) from None
+
+    def _mark(self, stage: str, inputs: str, outputs: Sequence[Path] = (), **info) -> None:
+        """Record a finished stage: its inputs' hash and each output's size, mtime and sha256."""
         state = self._stages()
-        state[stage] = {"inputs": inputs, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
-        tmp = self.folder / "stages.json.tmp"
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, self.folder / "stages.json")
+        files = {}
+        for path in outputs:
+            st = path.stat()
+            files[str(path.relative_to(self.folder))] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                                         "sha256": _sha256(path)}
+        state[stage] = {"inputs": inputs, "outputs": files, "reused": False,
+                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+        self._write(self.folder / "stages.json", json.dumps(state, indent=1))
 
-    def _fresh(self, stage: str, inputs: str, outputs: Sequence[Path]) -> bool:
-        done = self._stages().get(stage, {})
-        if done.get("inputs") == inputs and all(p.exists() for p in outputs):
-            log.info("%s: inputs unchanged, reusing %s", stage, ", ".join(str(p) for p in outputs))
+    def _mark_reused(self, stage: str) -> None:
+        if not self.writable:
+            return
+        state = self._stages()
+        state[stage] = {**state[stage], "reused": True, "checked": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self._write(self.folder / "stages.json", json.dumps(state, indent=1))
+
+    def _changed_outputs(self, stage: str) -> List[str]:
+        """The recorded outputs of ``stage`` that are gone or hold other bytes now."""
+        changed = []
+        for name, rec in self._stages().get(stage, {}).get("outputs", {}).items():
+            path = self.folder / name
+            try:
+                st = path.stat()
+            except OSError:
+                changed.append(f"{name} is missing")
+                continue
+            if (st.st_size, st.st_mtime_ns) != (rec["size"], rec["mtime_ns"]) and _sha256(path) != rec["sha256"]:
+                changed.append(f"{name} changed")
+        return changed
+
+    def _status(self, stage: str, inputs: str) -> Optional[str]:
+        """None when ``stage`` may be reused; else why it must run."""
+        done = self._stages().get(stage)
+        if not done:
+            return "not run yet"
+        if done.get("inputs") != inputs:
+            return "its inputs changed since the last run"
+        changed = self._changed_outputs(stage)
+        return f"its output {changed[0]}" if changed else None
+
+    def _fresh(self, stage: str, inputs: str) -> bool:
+        why = self._status(stage, inputs)
+        if why is None:
+            log.info("%s: inputs unchanged and outputs intact, reusing it", stage)
+            self._mark_reused(stage)
             return True
-        if done:
-            log.info("%s: inputs changed since the last run, recomputing", stage)
+        log.info("%s: computing (%s)", stage, why)
         return False
 
-    def _store_state(self) -> str:
-        manifest = json.loads((self.store / "manifest.json").read_text())
-        done = {}
-        for line in (self.store / "done.jsonl").read_text().splitlines():
-            try:
-                rec = json.loads(line)
-                done[int(rec["shard"])] = rec["checksum"]
-            except (ValueError, KeyError):
-                continue
-        return _hash(manifest["key"], sorted(done.items()))
+    def _outputs_of(self, stage: str) -> str:
+        """The content of what ``stage`` wrote, for the stages that read it; the files must still be
+        there and unchanged (else the error says which stage to run again)."""
+        done = self._stages().get(stage)
+        if not done:
+            raise ConfigError(f"the {stage} stage has not run in {self.folder}; run `{COMMAND[stage]}` (or `spray run "
+                              f"JOB`) first")
+        changed = self._changed_outputs(stage)
+        if changed:
+            raise SprayError(f"{self.folder}: {changed[0]} since the {stage} stage wrote it; run `{COMMAND[stage]}` "
+                             f"(or `spray run JOB`) to compute it again")
+        return _hash(sorted((k, v["sha256"]) for k, v in done["outputs"].items()))
+
+    def _store_content(self) -> str:
+        """The store's content digest, after checking that every shard it reads is there and intact."""
+        if not (self.store / "manifest.json").exists():
+            raise ConfigError(f"no heatmap store in {self.store}; run `spray explain JOB` (or `spray run JOB`) with "
+                              f"this job first")
+        with HeatmapStore(self.store) as store:
+            return store.content
 
     def write_resolved(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         resolved = {"job": self.job.model_dump(mode="json"), "hash": self.job.digest(),
                     "explain_spec": {k: v for k, v in self.spec.__dict__.items()}}
         if self.bed_info:
             resolved["bed"] = self.bed_info
-        (self.folder / "job.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        text = yaml.safe_dump(resolved, sort_keys=False)
+        path = self.folder / "job.resolved.yaml"
+        if not (path.exists() and path.read_text() == text):
+            self._write(path, text)
+
+    # -- what each stage reads -------------------------------------------------------------------
+    def _explain_kwargs(self) -> dict:
+        e = self.job.explain
+        return {"classes": e.classes, "ids": e.ids}
+
+    def _analyze_inputs(self) -> str:
+        return _hash(self._store_content(), self.analysis_params().__dict__)
+
+    def _verify_inputs(self) -> str:
+        return _hash(self._outputs_of("analyze"), self.job.verify.model_dump())
+
+    def _report_inputs(self) -> str:
+        self._store_content()  # the report shows heatmaps: the store must be intact too
+        verification = self._outputs_of("verify") if self.job.verify.enabled else None
+        return _hash(self._outputs_of("analyze"), verification, self.job.report.model_dump(), self.bed_info)
+
+    def status(self, stage: str) -> Optional[str]:
+        """None when ``stage`` is up to date; else why it must run. Reads only."""
+        if stage == "explain":
+            prep = prepare(self.spec, store=self.store, **self._explain_kwargs())
+            return store_content(self.store, prep.identity, prep.selection, self.spec.on_error == "stop")
+        if stage == "verify" and not self.job.verify.enabled:
+            return None
+        inputs = {"analyze": self._analyze_inputs, "verify": self._verify_inputs, "report": self._report_inputs}
+        return self._status(stage, inputs[stage]())
 
     # -- stages ----------------------------------------------------------------------------------
     def cluster_spec(self) -> ClusterSpec:
@@ -133,12 +238,16 @@ class Run:
 
     def explain(self):
         e = self.job.explain
-        result = run_explain(self.spec, self.store, classes=e.classes, ids=e.ids, shard_size=e.shard_size,
-                             cluster=self.cluster_spec(), progress=self.progress)
-        log.info("explain: %d samples in %d shards (%d computed, %d reused) in %.1f s", result.samples, result.shards,
-                 result.computed, result.reused, result.seconds)
-        self._mark("explain", self._store_state(), samples=result.samples, seconds=round(result.seconds, 2),
-                   shards_computed=result.computed, shards_reused=result.reused)
+        result = run_explain(self.spec, self.store, shard_size=e.shard_size, cluster=self.cluster_spec(),
+                             progress=self.progress, **self._explain_kwargs())
+        log.info("explain: %d samples in %d shards: %d explained (%d shards), %d reused, %d skipped, in %.1f s",
+                 result.samples, result.shards, result.computed_samples, result.computed, result.reused_samples,
+                 result.skipped, result.seconds)
+        info = result.to_dict()
+        info.pop("store")
+        self._mark("explain", self._store_content(), **info)
+        if not result.computed_samples:
+            self._mark_reused("explain")
         return result
 
     def analysis_params(self) -> AnalysisParams:
@@ -151,14 +260,14 @@ class Run:
                               embed_top=a.embed_top)
 
     def analyze(self) -> dict:
-        self._need_store()
-        params = self.analysis_params()
-        inputs = _hash(self._store_state(), params.__dict__)
-        if self._fresh("analyze", inputs, [self.analysis / "analysis.json", self.analysis / "analysis.h5"]):
+        inputs = self._analyze_inputs()
+        if self._fresh("analyze", inputs):
             return json.loads((self.analysis / "analysis.json").read_text())
-        summary = analyze_store(self.store, self.analysis, params, progress=self.progress, cluster=self.cluster_spec())
-        self._mark("analyze", inputs, seconds=summary["seconds"], **summary["reuse"],
-                   embedding={m: n for m, n in summary["embedding"]["classes"].items()})
+        summary = analyze_store(self.store, self.analysis, self.analysis_params(), progress=self.progress,
+                                cluster=self.cluster_spec())
+        outputs = [self.analysis / name for name in ("analysis.json", "analysis.h5", "virelay.h5")]
+        self._mark("analyze", inputs, [p for p in outputs if p.exists()], seconds=summary["seconds"],
+                   **summary["reuse"], embedding={m: n for m, n in summary["embedding"]["classes"].items()})
         return summary
 
     def verify(self) -> Optional[Dict[str, dict]]:
@@ -166,25 +275,22 @@ class Run:
         if not self.job.verify.enabled:
             log.info("verify: disabled in the job")
             return None
-        inputs = _hash(self._stages().get("analyze", {}).get("inputs"), self.job.verify.model_dump())
-        if self._fresh("verify", inputs, [path]):
+        inputs = self._verify_inputs()
+        if self._fresh("verify", inputs):
             return json.loads(path.read_text())
         results = verify_flagged(self.store, self.analysis, self.spec, self.job.verify.n_images)
-        tmp = path.with_name("verification.json.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, path)
-        self._mark("verify", inputs)
+        self._write(path, json.dumps(results, indent=1))
+        self._mark("verify", inputs, [path])
         return results
 
     def write_report(self) -> Path:
-        verification = None
-        if self.job.verify.enabled and (self.analysis / "verification.json").exists():
-            verification = json.loads((self.analysis / "verification.json").read_text())
-        inputs = _hash(self._stages().get("analyze", {}).get("inputs"), verification, self.job.report.model_dump(),
-                       self.bed_info)
+        inputs = self._report_inputs()
         index = self.report / "index.html"
-        if self._fresh("report", inputs, [index, self.report / "summary.json"]):
+        if self._fresh("report", inputs):
             return index
+        verification = None
+        if self.job.verify.enabled:
+            verification = json.loads((self.analysis / "verification.json").read_text())
         run_info = {"name": self.job.name, "job_hash": self.job.digest()}
         if self.bed_info:
             run_info["bed"] = {"name": self.bed_info["name"], "clean_accuracy": self.bed_info["clean_accuracy"],
@@ -192,13 +298,8 @@ class Run:
                                                  "base_rate": v["base_rate"]}
                                              for k, v in self.bed_info["shortcuts"].items()}}
         out = write_report(self.store, self.analysis, self.report, verification, run_info, self.job.report.examples)
-        self._mark("report", inputs)
+        self._mark("report", inputs, sorted(p for p in self.report.rglob("*") if p.is_file()))
         return out
-
-    def _need_store(self) -> None:
-        if not (self.store / "heatmaps.h5").exists():
-            raise ConfigError(f"no finished heatmap store in {self.store}; run `spray explain` (or `spray run`) with "
-                              f"this job first")
 
 
 def verify_flagged(store_path: Path, analysis: Path, spec: ExplainSpec, n_images: int = 500, seed: int = 0) -> dict:
@@ -255,17 +356,36 @@ def verify_flagged(store_path: Path, analysis: Path, spec: ExplainSpec, n_images
 
 
 def run_job(job: JobConfig, stages: Sequence[str] = STAGES, progress: bool = True) -> Run:
+    """Run ``stages`` of ``job`` under the run folder's lock (a second run of the folder is refused
+    before it touches anything); a read-only folder passes when every stage is up to date."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage {unknown[0]!r}; stages are {STAGES}")
+    lock = StoreLock(Path(job.out).absolute(), what="run folder")
+    try:
+        lock.acquire()
+    except ReadOnlyFolder as err:
+        return _read_only(job, stages, progress, err)
+    try:
+        if lock.took_over_from:
+            log.warning("took over the lock of a dead run of this folder (pid %s)", lock.took_over_from.get("pid"))
+        run = Run(job, progress)
+        run.write_resolved()
+        steps = {"explain": run.explain, "analyze": run.analyze, "verify": run.verify, "report": run.write_report}
+        for stage in stages:
+            log.info("%s: started", stage)
+            steps[stage]()
+    finally:
+        lock.release()
+    return run
+
+
+def _read_only(job: JobConfig, stages: Sequence[str], progress: bool, err: StorageError) -> Run:
     run = Run(job, progress)
-    run.write_resolved()
+    run.writable = False
     for stage in stages:
-        if stage == "explain":
-            run.explain()
-        elif stage == "analyze":
-            run.analyze()
-        elif stage == "verify":
-            run.verify()
-        elif stage == "report":
-            run.write_report()
-        else:
-            raise ConfigError(f"unknown stage {stage!r}; stages are {STAGES}")
+        why = run.status(stage)
+        if why is not None:
+            raise StorageError(f"{err}. The {stage} stage must run ({why}), and it writes into {run.folder}") from None
+    log.warning("run folder %s is read-only; every stage is up to date, nothing was written", run.folder)
     return run

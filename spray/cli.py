@@ -1,20 +1,23 @@
 """The ``spray`` command line (also ``python -m spray``).
 
 Exit codes: 0 done; 2 bad configuration (job file, arguments, missing files); 1 the run failed
-(bad data, a locked or corrupt store, an unexpected error). Nothing already written is lost: stores
-resume, stages are reused when their inputs are unchanged.
+(bad data, a locked or corrupt store, a full disk, Ctrl-C, an error in a worker, an unexpected
+error). Every failure is one message on stderr, never a traceback (``SPRAY_TRACEBACK=1`` shows it).
+Nothing already written is lost: stores resume, stages are reused when their inputs are unchanged.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
 from . import __version__, console
-from .errors import ConfigError, SprayError
+from .errors import ConfigError, SprayError, storage_error, write_failure
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 EXIT_CODES = """exit codes:
@@ -243,20 +246,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _failure(err: BaseException) -> str:
+    """The one line a failed command prints: the error's own message (a worker's as it raised it)."""
+    if isinstance(err, SprayError):
+        return str(err).strip()
+    failed = write_failure(err)
+    if failed is not None:  # a full disk or a read-only folder, also behind a library's cleanup error
+        return str(storage_error(failed))
+    if isinstance(err, OSError):
+        where = f" ({err.filename})" if err.filename else ""
+        return f"{err.strerror or err}{where}"
+    text = str(err).strip() or "(no message)"
+    return f"{type(err).__name__}: {text} (an unexpected error; SPRAY_TRACEBACK=1 shows where it came from)"
+
+
+def _quiet_unraisable(unraisable) -> None:
+    """Errors Python cannot raise (h5py objects freed after a failed write) are logged, not
+    printed as tracebacks: the error that stopped the command is the message."""
+    logging.getLogger("spray").debug("ignored while cleaning up: %s", unraisable.exc_value)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     console.setup(_verbosity(args))
+    hook = sys.unraisablehook
+    if not os.environ.get("SPRAY_TRACEBACK"):
+        sys.unraisablehook = _quiet_unraisable
     try:
         return args.func(args)
     except ConfigError as err:
         print(f"spray: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    except SprayError as err:
-        print(f"spray: error: {err}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
         print("spray: interrupted; finished shards are kept, re-run the same command to resume", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as err:
+        if os.environ.get("SPRAY_TRACEBACK"):
+            raise
+        print(f"spray: error: {_failure(err)}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        sys.unraisablehook = hook
 
 
 if __name__ == "__main__":

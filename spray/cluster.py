@@ -5,6 +5,10 @@ dask-jobqueue/SLURM or the Kubernetes operator hand it out, or in-process for de
 :func:`open_client` connects; :func:`run_bounded` keeps a few tasks per worker in flight, so that the
 client's and the scheduler's memory do not grow with the number of tasks, and stops at the first
 task error with that error (the others are cancelled).
+
+Ctrl-C is the client's business: the worker processes of a LocalCluster share the terminal's
+process group, so they ignore SIGINT (a worker plugin) and are closed by the client instead of
+each printing a KeyboardInterrupt traceback.
 """
 from __future__ import annotations
 
@@ -13,7 +17,41 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional
 
+from distributed import WorkerPlugin
+
+from .errors import SprayError
+
 log = logging.getLogger("spray.cluster")
+WORKER_WAIT_S = 120  # how long a run waits for the first worker of an existing scheduler
+
+
+class IgnoreInterrupt(WorkerPlugin):
+    """Worker plugin: SIGINT is ignored in the worker process (the client handles Ctrl-C)."""
+
+    name = "spray-ignore-sigint"
+
+    def setup(self, worker) -> None:
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _connect(address: Optional[str]):
+    from distributed import Client
+    where = "DASK_SCHEDULER_ADDRESS / dask's scheduler-address" if address in (None, "env") else address
+    try:
+        client = Client(None if address in (None, "env") else address, timeout="30s")
+    except (OSError, TimeoutError, ValueError) as err:
+        raise SprayError(f"cannot reach the dask scheduler at {where} ({err}); start it (`dask scheduler`) or fix "
+                         f"cluster.address") from None
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except (OSError, TimeoutError) as err:
+        client.close()
+        raise SprayError(f"the dask scheduler at {where} has no workers after {WORKER_WAIT_S} s ({err}); start some "
+                         f"with `dask worker {client.scheduler.address}`") from None
+    return client
 
 
 @dataclass
@@ -40,12 +78,13 @@ def open_client(cluster: ClusterSpec, client=None) -> Iterator:
     from distributed import Client, LocalCluster
     local = None
     if cluster.mode == "address":
-        own = Client(None if cluster.address in (None, "env") else cluster.address)
+        own = _connect(cluster.address)
     else:
         local = LocalCluster(n_workers=cluster.n_workers, threads_per_worker=cluster.threads_per_worker,
                              processes=True, dashboard_address=":0" if cluster.dashboard else None,
                              silence_logs=logging.ERROR)
         own = Client(local)
+        own.register_plugin(IgnoreInterrupt())
     try:
         if own.dashboard_link and cluster.dashboard:
             log.warning("dask dashboard: %s", own.dashboard_link)
@@ -67,9 +106,9 @@ def run_bounded(client, fn: Callable, items: Iterable, *, key: Callable[[object]
     per worker plus two); ``on_result(item, result)`` in completion order, in this process.
 
     On the first task that fails, the tasks still in flight are cancelled and its exception is raised
-    here, as the worker raised it.
+    here, as the worker raised it; a task that kept killing its workers is named.
     """
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
     queue = list(items)
     window = window or 2 * n_workers(client) + 2
     of_future = {}
@@ -83,9 +122,12 @@ def run_bounded(client, fn: Callable, items: Iterable, *, key: Callable[[object]
     for future in running:
         try:
             result = future.result()
-        except BaseException:
+        except BaseException as err:
             for other in list(running.futures):
                 other.cancel()
+            if isinstance(err, KilledWorker):
+                raise SprayError(f"task {future.key} killed every worker that ran it ({err}): out of memory, or a "
+                                 f"crash in native code; lower explain.batch_size, or give workers more memory") from None
             raise
         on_result(of_future.pop(future.key), result)
         future.release()

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Union
 
@@ -204,13 +206,50 @@ def parse_job(data: dict, source: str = "job") -> JobConfig:
         job = JobConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format(err, source)) from None
+    _expand_paths(job, source)
     _check_files(job, source)
     return job
 
 
+_UNSET_VARIABLE = re.compile(r"\$(\w+|\{[^}]*\})")
+
+
+def expand_path(value: str, key: str, source: str = "job") -> str:
+    """``~`` and ``$VAR`` / ``${VAR}`` expanded; an unset variable or an unknown user is an error, so
+    that no folder named ``~`` or ``$SCRATCH`` is ever created."""
+    out = os.path.expandvars(os.path.expanduser(value))
+    unset = _UNSET_VARIABLE.search(out)
+    if unset:
+        raise ConfigError(f"{source}: {key}: {value!r} uses the environment variable {unset.group(1).strip('{}')}, "
+                          f"which is not set; set it, or write the path out")
+    if out.startswith("~"):
+        raise ConfigError(f"{source}: {key}: {value!r}: cannot expand {out.split('/')[0]!r} (no such user)")
+    return out
+
+
+def _expand_reference(value: str, key: str, source: str) -> str:
+    location, sep, attr = value.rpartition(":")
+    return f"{expand_path(location, key, source)}{sep}{attr}" if location.endswith(".py") else value
+
+
+def _expand_paths(job: JobConfig, source: str) -> None:
+    job.out = expand_path(job.out, "out", source)
+    data = job.data
+    if data.type in ("image_folder", "npz", "hdf5"):
+        data.path = expand_path(data.path, "data.path", source)
+    elif data.type == "factory":
+        data.factory = _expand_reference(data.factory, "data.factory", source)
+    if job.model is not None:
+        for key in ("weights", "pickled"):
+            if getattr(job.model, key):
+                setattr(job.model, key, expand_path(getattr(job.model, key), f"model.{key}", source))
+        if job.model.factory:
+            job.model.factory = _expand_reference(job.model.factory, "model.factory", source)
+
+
 def load_job(path: Union[str, Path], overrides: Optional[Dict[str, Any]] = None) -> JobConfig:
     """Read and validate a YAML job; ``overrides`` (dotted keys) are applied before validation."""
-    path = Path(path)
+    path = Path(expand_path(str(path), "job file", "command line"))
     if not path.is_file():
         raise ConfigError(f"job file {path} not found")
     try:

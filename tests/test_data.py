@@ -217,3 +217,63 @@ def test_unscaled_uint8_pixels_and_their_bounds():
     assert torch.equal(pre.batch(image[None]), pre(image)[None])
     assert pre.input_range() == ([-2.0] * 3, [pytest.approx(3.1)] * 3)
     assert torch.allclose(pre.from_unit(torch.full((1, 3, 2, 2), 200 / 255)), torch.full((1, 3, 2, 2), 2.0))
+
+
+def _hashed(src, cache=None):
+    return src.digests(range(len(src)), cache)
+
+
+def test_content_digests_change_with_the_content_and_are_cached_by_size_and_mtime(folder, tmp_path, monkeypatch):
+    import hashlib
+    src = ImageFolder(folder)
+    digests, signatures = _hashed(src)
+    assert digests[0] == hashlib.sha256((folder / "cat/0.png").read_bytes()).hexdigest()[:32]
+    cache = {i: (s, d) for i, s, d in zip(src.ids, signatures, digests)}
+    reads = []
+    monkeypatch.setattr(ImageFolder, "digest", lambda self, i: reads.append(i) or "x" * 32)
+    assert _hashed(src, cache)[0] == digests and reads == []  # nothing read again
+    _png(folder / "cat" / "1.png", value=200)                 # new content: its signature changed
+    assert _hashed(src, cache)[0][1] == "x" * 32 and reads == [1]
+    monkeypatch.undo()
+    images = np.random.default_rng(0).integers(0, 255, (6, 4, 4, 3), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", images=images, labels=[0, 0, 1, 1, 2, 2])
+    first = _hashed(NpzSource(tmp_path / "a.npz"))[0]
+    images[4, 0, 0, 0] ^= 1
+    np.savez(tmp_path / "a.npz", images=images, labels=[0, 0, 1, 1, 2, 2])
+    second = _hashed(NpzSource(tmp_path / "a.npz"))[0]
+    assert [a == b for a, b in zip(first, second)] == [True] * 4 + [False, True] and len(set(first)) == 6
+    with h5py.File(tmp_path / "a.h5", "w") as fh:
+        fh["images"], fh["labels"] = images, [0, 0, 1, 1, 2, 2]
+    assert _hashed(HDF5Source(tmp_path / "a.h5"))[0] == second  # the same rows, the same digests
+
+
+def test_factory_digests_use_the_datasets_files_or_its_items(folder, tmp_path):
+    src = ImageFolder(folder)
+    (tmp_path / "files.py").write_text(
+        "class Files:\n"
+        f"    samples = [({str(folder)!r} + '/' + i, l) for i, l in {list(zip(src.ids, src.labels.tolist()))!r}]\n"
+        "    targets = [l for _, l in samples]\n"
+        "    def __len__(self): return len(self.samples)\n"
+        "    def __getitem__(self, i): raise AssertionError('hashing must not decode')\n"
+        "class Items:\n"
+        "    targets = [0, 1]\n"
+        "    def __len__(self): return 2\n"
+        "    def __getitem__(self, i):\n"
+        "        import numpy as np\n"
+        "        return np.full((3, 4, 4), float(i), np.float32), i\n")
+    files = FactorySource(f"{tmp_path}/files.py:Files")
+    assert files.verify_on_read and _hashed(files)[0] == _hashed(src)[0]
+    assert _hashed(files)[1][0] is not None  # cached by size and mtime like the folder
+    items = FactorySource(f"{tmp_path}/files.py:Items")
+    digests, signatures = _hashed(items)
+    assert not items.verify_on_read and signatures == [None, None] and digests[0] != digests[1]
+
+
+def test_float_channels_last_and_inferred_class_counts_are_explained(tmp_path):
+    np.savez(tmp_path / "f.npz", images=np.zeros((4, 8, 8, 3)), labels=[0, 1, 0, 1])
+    with pytest.raises(InputError, match=r"look channels-last \(NHWC\).*transpose\(0, 3, 1, 2\)"):
+        NpzSource(tmp_path / "f.npz")
+    np.savez(tmp_path / "g.npz", images=np.zeros((4, 8, 8, 3), np.uint8), labels=[0, 1, 0, 12])
+    assert NpzSource(tmp_path / "g.npz").classes_from_labels
+    np.savez(tmp_path / "h.npz", images=np.zeros((4, 8, 8, 3), np.uint8), labels=[0, 1, 0, 1], classes=["a", "b"])
+    assert not NpzSource(tmp_path / "h.npz").classes_from_labels

@@ -3,9 +3,10 @@
 Every class task writes its own file, ``analysis/parts/<label:08d>-<key16>.h5`` (temp file, fsync,
 rename: a killed task leaves no half file), so tasks on many workers never share an HDF5 file and a
 re-run reuses every finished class. The key is a sha256 over what the result depends on: the
-analysis parameters, the class's sample ids in store order and the checksums of the store shards
-its heatmaps live in (``done.jsonl``: each covers the heatmaps, ids, labels and predictions). A class
-is therefore redone exactly when its samples, their heatmaps or the parameters changed.
+analysis parameters, the class's sample ids in store order and the store's digest of the class
+(:meth:`HeatmapStore.class_digest`: the store's identity and each sample's id, label and content
+digest, i.e. what its heatmaps were computed from). A class is therefore redone exactly when its
+samples, their heatmaps or the parameters changed.
 
 Part files hold positions within the class, never store rows: when another class grows, this
 class's rows shift, and the merge maps positions to the current rows. 2-D maps (t-SNE/UMAP) go to
@@ -19,13 +20,12 @@ import os
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import h5py
 import numpy as np
 
 from .. import __version__
-from ..store import HeatmapStore
 
 PART_FORMAT = 1
 # parameters that do not change a class's result: the class selection, which classes are analysed
@@ -42,23 +42,8 @@ def _sha(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def row_checksums(store: HeatmapStore) -> List[str]:
-    """Per store row, the checksum of the shard that holds its heatmap (from ``done.jsonl``, last
-    record per shard; the reader has already refused a store with missing shards)."""
-    done: Dict[int, str] = {}
-    for line in (store.folder / "done.jsonl").read_text().splitlines():
-        try:
-            rec = json.loads(line)
-            done[int(rec["shard"])] = str(rec["checksum"])
-        except (ValueError, KeyError):
-            continue  # a line torn by a kill; the shard is re-verified by the explain stage
-    with h5py.File(store.folder / "heatmaps.h5", "r") as fh:
-        shard_of_row = fh["shard"][()]
-    return [done.get(int(s), f"unrecorded-{int(s)}") for s in shard_of_row]
-
-
-def class_key(params_hash: str, label: int, group_by: str, ids: Sequence[str], checksums: Sequence[str]) -> str:
-    return _sha(params_hash, int(label), group_by, list(ids), sorted(set(checksums)))
+def class_key(params_hash: str, label: int, group_by: str, ids: Sequence[str], class_digest: str) -> str:
+    return _sha(params_hash, int(label), group_by, list(ids), class_digest)
 
 
 def part_path(parts: Path, label: int, key: str, method: Optional[str] = None) -> Path:

@@ -111,7 +111,6 @@ def plan(store: HeatmapStore, params: AnalysisParams) -> Tuple[List[ClassTask], 
     unknown = [c for c in wanted if c not in present]
     if unknown:
         raise ConfigError(f"analysis.classes {unknown} have no samples in the store (present: {present})")
-    checksums = np.asarray(P.row_checksums(store), dtype=object)
     ids = np.asarray(store.ids, dtype=object)
     params_hash = P.params_key(params)
     tasks, skipped = [], []
@@ -124,7 +123,7 @@ def plan(store: HeatmapStore, params: AnalysisParams) -> Tuple[List[ClassTask], 
                         params.min_class_size)
             continue
         class_ids = ids[rows].tolist()
-        key = P.class_key(params_hash, label, params.group_by, class_ids, checksums[rows].tolist())
+        key = P.class_key(params_hash, label, params.group_by, class_ids, store.class_digest(label, params.group_by))
         tasks.append(ClassTask(int(label), class_names[label] if label < len(class_names) else str(label), key,
                                rows, class_ids, store.labels[rows], store.predictions[rows]))
     return tasks, skipped

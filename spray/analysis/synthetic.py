@@ -14,6 +14,7 @@ The store's provenance points at them like a real run's does.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
@@ -21,7 +22,7 @@ from typing import Dict, Optional, Sequence, Union
 import h5py
 import numpy as np
 
-from ..store import ShardData, ShardSpec, StoreWriter, write_shard
+from ..store import Selection, ShardData, ShardSpec, StoreWriter, write_shard
 
 KINDS = ("patch", "background", "style")
 
@@ -112,20 +113,20 @@ def write_synthetic_store(folder: Union[str, Path], n_classes: int, per_class: i
     for label, count in enumerate(counts):
         for start in range(0, count, shard_size):
             stop = min(count, start + shard_size)
-            specs.append(ShardSpec(shard, label, stop - start, f"{names[label]}/{start:06d}",
-                                   f"{names[label]}/{stop - 1:06d}"))
+            specs.append(ShardSpec(f"synthetic-{seed}-{shard:06d}{'-r' if label in resample else ''}", label,
+                                   stop - start, f"{names[label]}/{start:06d}", f"{names[label]}/{stop - 1:06d}"))
             shard += 1
     total = sum(counts)
+    # what the heatmaps depend on besides their samples (the store identity); the data is provenance
     identity = {"model_sha256": f"synthetic-{seed}", "model": {"synthetic": True},
                 "composite": {"synthetic": "planted Gaussian maps"},
                 "preprocess": {"resize": None, "center_crop": None, "mean": [], "std": [], "channels": 3,
                                "convert": False, "scale": True},
-                "input_shape": [3, size, size], "data_fingerprint": f"synthetic-{seed}-{n_classes}-{total}",
-                "data": {"type": "hdf5", "path": str(image_path), "classes": names},
-                "data_spec": {"type": "hdf5", "path": str(image_path), "ids": "ids", "classes": names},
-                "classes": names, "target": "label", "dtype": "float16", "channels": "sum", "on_error": "stop",
-                "selection": {"classes": None, "ids": None},
-                "plants": [p.__dict__ for p in plants], "resampled": sorted(int(c) for c in resample)}
+                "input_shape": [3, size, size], "target": "label", "dtype": "float16", "channels": "sum"}
+    provenance = {"created": "synthetic", "data": {"type": "hdf5", "path": str(image_path), "classes": names},
+                  "data_spec": {"type": "hdf5", "path": str(image_path), "ids": "ids", "classes": names},
+                  "classes": names, "selection": {"classes": None, "ids": None},
+                  "plants": [p.__dict__ for p in plants], "resampled": sorted(int(c) for c in resample)}
     folder.parent.mkdir(parents=True, exist_ok=True)
     image_fh = h5py.File(image_path.with_suffix(".h5.tmp"), "w") if images else None
     if image_fh is not None:
@@ -135,7 +136,8 @@ def write_synthetic_store(folder: Union[str, Path], n_classes: int, per_class: i
         all_ids = [f"{names[c]}/{i:06d}" for c in range(n_classes) for i in range(counts[c])]
         image_fh.create_dataset("ids", data=np.array(all_ids, dtype=object), dtype=h5py.string_dtype())
     offset = 0
-    with StoreWriter(folder, identity, specs, {"created": "synthetic"}) as writer:
+    selection = Selection([], np.empty(0, np.int64), [], np.empty(0, np.int64), provenance["data_spec"])
+    with StoreWriter(folder, identity, provenance) as writer:
         by_class: Dict[int, list] = {}
         for spec in specs:
             by_class.setdefault(spec.label, []).append(spec)
@@ -153,15 +155,22 @@ def write_synthetic_store(folder: Union[str, Path], n_classes: int, per_class: i
                 logits = np.zeros((n, n_classes), np.float32)
                 logits[:, label] = 1.0
                 index = np.arange(offset + start, offset + start + n) if images else label * 10 ** 6 + np.arange(start, start + n)
+                # a sample's content digest: its map stands in for the image it was explained from
+                digests = [hashlib.sha256(m.tobytes()).hexdigest()[:32] for m in maps[part]]
                 data = ShardData(relevance=maps[part], ids=ids, index=index,
                                  label=np.full(n, label, np.int64), prediction=np.full(n, label, np.int64),
-                                 target=np.full(n, label, np.int64), logits=logits)
-                digest = write_shard(writer.path_of(spec), data, {"shard": spec.shard, "label": label})
-                writer.record({"shard": spec.shard, "count": n, "checksum": digest, "skipped": 0,
+                                 target=np.full(n, label, np.int64), logits=logits,
+                                 digest=np.array(digests, dtype="S32"))
+                checksum = write_shard(writer.path_of(spec), data, {"name": spec.name, "label": label})
+                writer.record({"file": spec.filename, "count": n, "checksum": checksum, "skipped": 0,
                                "planted": int(planted[part].sum())})
+                selection.ids += ids
+                selection.digests += digests
+                selection.labels = np.concatenate([selection.labels, data.label])
+                selection.index = np.concatenate([selection.index, index])
                 start += n
             offset += counts[label]
-        writer.finalize()
+        writer.finalize(selection)
     if image_fh is not None:
         image_fh.close()
         image_path.with_suffix(".h5.tmp").replace(image_path)

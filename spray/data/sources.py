@@ -3,6 +3,11 @@
 Every source knows, without decoding a single image, each sample's stable id and label, so the
 explain stage can plan shards and select subsets up front; images are read lazily one at a time.
 Ids are the relative path (image folder), the given ``ids`` array, or the index as a string.
+
+Every sample also has a content digest (:meth:`Source.digests`): sha256 of its stored bytes (the
+file, or the array row with its dtype and shape). The heatmap store finds a sample's heatmap by
+(id, label, digest), so a grown or changed data set is explained only where it changed. Digests
+are cached with a cheap signature (size and mtime of a file) that spares re-reading unchanged files.
 """
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ import os
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,12 +30,29 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 log = logging.getLogger("spray.data")
 #: a compressed .npz member above this size is worth a warning: every process decompresses it whole
 COMPRESSED_WARN_BYTES = 256 * 2**20
+DIGEST_CHARS = 32  # 128 bits of sha256 per sample
+UNREADABLE = "-" * DIGEST_CHARS  # the digest of a file that cannot be read now
+DigestCache = Mapping[str, Tuple[str, str]]  # id -> (signature, digest) from an earlier run
+
+
+def _digest(*chunks: bytes) -> str:
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()[:DIGEST_CHARS]
+
+
+def _file_signature(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
 class Source:
     """Base: ``ids`` (list of str), ``labels`` (int64 array), ``classes`` (names), ``load(i)``."""
 
     kind = "source"
+    classes_from_labels = False  # True: no class list was given, so it is 0..(largest label)
+    verify_on_read = True        # a worker re-checks the digests of what it reads (cheap: no decoding)
     ids: List[str]
     labels: np.ndarray
     classes: List[str]
@@ -53,16 +76,35 @@ class Source:
     def describe(self) -> dict:
         return {"type": self.kind}
 
-    def fingerprint(self) -> str:
-        """A hash of what identifies the data: kind, ids and labels (and file sizes where cheap)."""
-        digest = hashlib.sha256(self.kind.encode())
-        digest.update("\n".join(self.ids).encode())
-        digest.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
-        digest.update(self._extra_fingerprint())
-        return digest.hexdigest()
+    def digests(self, indices: Sequence[int], cache: Optional[DigestCache] = None) -> Tuple[List[str], List[Optional[str]]]:
+        """The content digest of each sample in ``indices``, and the signature it holds under.
 
-    def _extra_fingerprint(self) -> bytes:
-        return b""
+        ``cache`` (id -> (signature, digest), from an earlier run) spares reading a sample whose
+        signature is unchanged; sources without a cheap signature are read and hashed every time."""
+        indices = [int(i) for i in indices]
+        signatures = self.signatures(indices)
+        out: List[Optional[str]] = [None] * len(indices)
+        todo = []
+        for j, (i, sig) in enumerate(zip(indices, signatures)):
+            hit = cache.get(self.ids[i]) if cache and sig is not None else None
+            if hit is not None and hit[0] == sig:
+                out[j] = hit[1]
+            else:
+                todo.append(j)
+        for j, d in zip(todo, self._digest_many([indices[j] for j in todo])):
+            out[j] = d
+        return out, signatures
+
+    def signatures(self, indices: Sequence[int]) -> List[Optional[str]]:
+        """A cheap stand-in per sample that changes whenever its content may have (None: none)."""
+        return [None] * len(indices)
+
+    def digest(self, index: int) -> str:
+        """sha256 (32 hex characters) of sample ``index``'s stored content."""
+        raise NotImplementedError
+
+    def _digest_many(self, indices: Sequence[int]) -> Iterable[str]:
+        return (self.digest(i) for i in indices)
 
     def _check(self, where: str) -> None:
         if len(self.ids) != len(self.labels):
@@ -142,11 +184,66 @@ class ImageFolder(Source):
     def describe(self) -> dict:
         return {"type": self.kind, "path": str(self.root), "classes": self.classes}
 
-    def _extra_fingerprint(self) -> bytes:
-        return b""
+    def digest(self, index: int) -> str:
+        try:
+            return _digest((self.root / self.ids[index]).read_bytes())
+        except OSError:
+            return UNREADABLE  # reading it for the heatmap names the problem (or skips it)
+
+    def _digest_many(self, indices: Sequence[int]) -> Iterable[str]:
+        if len(indices) < 64:
+            return [self.digest(i) for i in indices]
+        with ThreadPoolExecutor(8) as pool:  # file reads overlap; sha256 releases the GIL
+            return list(pool.map(self.digest, indices, chunksize=64))
+
+    def signatures(self, indices: Sequence[int]) -> List[Optional[str]]:
+        out = []
+        for i in indices:
+            try:
+                out.append(_file_signature(self.root / self.ids[i]))
+            except OSError:
+                out.append(None)  # hashing it names the problem
+        return out
 
 
-class ArraySource(Source):
+class _StoredRows:
+    """Digests of sources whose samples are rows of one array: each row hashed as stored (its dtype,
+    shape and bytes), read in blocks of increasing indices (``_raw``)."""
+
+    def _raw(self, indices: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def digest(self, index: int) -> str:
+        return next(iter(self._digest_many([index])))
+
+    def _digest_many(self, indices: Sequence[int]) -> Iterable[str]:
+        indices = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(indices, kind="stable")
+        out: List[Optional[str]] = [None] * len(indices)
+        for start in range(0, len(order), 256):
+            block = order[start:start + 256]
+            rows = self._raw(indices[block])
+            head = f"{rows.dtype.str}{rows.shape[1:]}".encode()
+            for j, row in zip(block, rows):
+                out[j] = _digest(head, np.ascontiguousarray(row).tobytes())
+        return out
+
+
+
+def check_layout(shape: tuple, dtype, where: str) -> None:
+    """Stacked images are uint8 NHWC or float NCHW; name the fix for anything else."""
+    if len(shape) != 4:
+        raise InputError(f"{where}: images must be 4-d (N,H,W,C uint8 or N,C,H,W float), got shape {shape}")
+    if np.dtype(dtype) == np.uint8:
+        if shape[-1] not in (1, 3, 4):
+            raise InputError(f"{where}: uint8 images must be NHWC with 1 or 3 channels, got shape {shape}")
+    elif shape[1] not in (1, 3, 4) and shape[-1] in (1, 3, 4):
+        raise InputError(f"{where}: {np.dtype(dtype).name} images of shape {shape} look channels-last (NHWC), but "
+                         f"float images are read as NCHW; save them as images.transpose(0, 3, 1, 2), or as uint8 "
+                         f"NHWC")
+
+
+class ArraySource(_StoredRows, Source):
     """Images in an array (NHWC uint8 or NCHW float) with labels and optional ids."""
 
     kind = "arrays"
@@ -161,11 +258,8 @@ class ArraySource(Source):
         self.ids = [str(i) for i in (ids if ids is not None else range(n))]
         n_classes = int(self.labels.max()) + 1 if n else 0
         self.classes = list(classes) if classes is not None else [str(c) for c in range(n_classes)]
-        shape = tuple(images.shape)
-        if len(shape) != 4:
-            raise InputError(f"{where}: images must be 4-d (N,H,W,C uint8 or N,C,H,W float), got shape {shape}")
-        if images.dtype == np.uint8 and shape[-1] not in (1, 3, 4):
-            raise InputError(f"{where}: uint8 images must be NHWC with 1 or 3 channels, got shape {shape}")
+        self.classes_from_labels = classes is None
+        check_layout(tuple(images.shape), images.dtype, where)
         self._check(where)
 
     def load(self, index: int):
@@ -175,17 +269,18 @@ class ArraySource(Source):
         return image.astype(np.float32, copy=False)
 
     def load_many(self, indices: np.ndarray) -> np.ndarray:
-        images = np.asarray(self.images[_as_slice(indices)])
+        images = self._raw(indices)
         return images if images.dtype == np.uint8 else images.astype(np.float32, copy=False)
+
+    def _raw(self, indices: np.ndarray) -> np.ndarray:
+        """Rows as stored (no conversion); ``indices`` increasing."""
+        return np.asarray(self.images[_as_slice(indices)])
 
     def location(self, index: int) -> str:
         return f"{self.where} sample {self.ids[index]!r} (row {index})"
 
     def describe(self) -> dict:
         return {"type": self.kind, "path": self.where, "classes": self.classes}
-
-    def _extra_fingerprint(self) -> bytes:
-        return repr((tuple(self.images.shape), str(self.images.dtype))).encode()
 
 
 class NpzSource(ArraySource):
@@ -210,9 +305,13 @@ class NpzSource(ArraySource):
         ids = data["ids"] if "ids" in data.files else None
         super().__init__(_npz_images(path, data), data["labels"], ids, classes, where=str(path))
         self.path = path
+        self._signature = _file_signature(path)
 
     def describe(self) -> dict:
         return {"type": self.kind, "path": str(self.path), "classes": self.classes}
+
+    def signatures(self, indices: Sequence[int]) -> List[Optional[str]]:
+        return [f"{self._signature}:{i}" for i in indices]
 
 
 def _npz_images(path: Path, data) -> np.ndarray:
@@ -250,7 +349,7 @@ def _as_slice(indices: np.ndarray):
     return indices
 
 
-class HDF5Source(Source):
+class HDF5Source(_StoredRows, Source):
     """Images and labels in HDF5 datasets (names from the config). The file is opened per process
     on first read (h5py handles cannot cross processes); labels and ids are read once up front."""
 
@@ -274,13 +373,14 @@ class HDF5Source(Source):
         except OSError as err:
             raise InputError(f"{self.path}: not a readable HDF5 file ({err})") from None
         self.ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw_ids]
-        if len(self.shape) != 4:
-            raise InputError(f"{self.path}:{images} must be 4-d (N,H,W,C uint8 or N,C,H,W float), got {self.shape}")
+        check_layout(tuple(self.shape), self.dtype, f"{self.path}:{images}")
         if self.shape[0] != len(self.labels):
             raise InputError(f"{self.path}: {self.shape[0]} images but {len(self.labels)} labels")
+        self.classes_from_labels = classes is None
         self.classes = list(classes) if classes is not None else [str(c) for c in range(int(self.labels.max()) + 1)]
         self._file = None
         self._pid = None
+        self._signature = _file_signature(self.path)
         self._check(str(self.path))
 
     def _images(self):
@@ -297,8 +397,14 @@ class HDF5Source(Source):
     def load_many(self, indices: np.ndarray) -> Optional[np.ndarray]:
         if len(indices) > 1 and not (np.diff(indices) > 0).all():
             return None  # h5py reads increasing indices only
-        images = self._images()[_as_slice(indices)]
+        images = self._raw(indices)
         return images if images.dtype == np.uint8 else images.astype(np.float32)
+
+    def _raw(self, indices: np.ndarray) -> np.ndarray:
+        return self._images()[_as_slice(indices)]
+
+    def signatures(self, indices: Sequence[int]) -> List[Optional[str]]:
+        return [f"{self._signature}:{i}" for i in indices]
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -311,16 +417,18 @@ class HDF5Source(Source):
     def describe(self) -> dict:
         return {"type": self.kind, "path": str(self.path), "classes": self.classes}
 
-    def _extra_fingerprint(self) -> bytes:
-        return repr((tuple(self.shape), str(self.dtype))).encode()
-
 
 class FactorySource(Source):
     """A torch Dataset from ``file.py:make_dataset`` / ``module:attr`` (called with ``kwargs``).
 
     Items are ``(image, label)`` or ``(image, label, id)``. Labels come from the dataset's
     ``targets`` or ``labels`` attribute when it has one (no image decoded); otherwise every item is
-    read once up front, which costs a full pass: give the dataset a ``targets`` attribute."""
+    read once up front, which costs a full pass: give the dataset a ``targets`` attribute.
+
+    Content digests: a dataset method ``digest(index) -> str`` is used when it has one; a dataset
+    with torchvision's ``samples`` list of (path, label) has its files hashed (and cached by size and
+    mtime, like an image folder); otherwise each item is loaded and its image hashed, a decoding pass
+    over the data set per run in the client (the log says so)."""
 
     kind = "factory"
 
@@ -347,6 +455,7 @@ class FactorySource(Source):
         self.labels = np.asarray(targets).astype(np.int64).reshape(-1)
         self.ids = [str(i) for i in (ids if ids is not None else range(n))]
         names = classes if classes is not None else getattr(self.dataset, "classes", None)
+        self.classes_from_labels = names is None
         self.classes = list(names) if names is not None else [str(c) for c in range(int(self.labels.max()) + 1)]
         self._check(f"data factory {factory!r}")
 
@@ -363,6 +472,50 @@ class FactorySource(Source):
 
     def describe(self) -> dict:
         return {"type": self.kind, "path": self.spec, "classes": self.classes}
+
+    def _file(self, index: int) -> Optional[Path]:
+        """The file of sample ``index`` in a torchvision-style dataset (``samples``), else None."""
+        samples = getattr(self.dataset, "samples", None)
+        if callable(getattr(self.dataset, "digest", None)) or not isinstance(samples, (list, tuple)):
+            return None
+        entry = samples[index]
+        return Path(entry[0]) if isinstance(entry, (tuple, list)) and isinstance(entry[0], (str, os.PathLike)) else None
+
+    @property
+    def verify_on_read(self) -> bool:
+        return callable(getattr(self.dataset, "digest", None)) or (len(self) > 0 and self._file(0) is not None)
+
+    def signatures(self, indices: Sequence[int]) -> List[Optional[str]]:
+        out = []
+        for i in indices:
+            path = self._file(i)
+            try:
+                out.append(None if path is None else _file_signature(path))
+            except OSError:
+                out.append(None)
+        return out
+
+    def _digest_many(self, indices: Sequence[int]) -> Iterable[str]:
+        if len(indices) > 1000 and not self.verify_on_read:
+            log.info("data factory %r: hashing %d items by loading them (give the dataset a digest(index) method, "
+                     "or torchvision's samples list, to skip this)", self.spec, len(indices))
+        return (self.digest(i) for i in indices)
+
+    def digest(self, index: int) -> str:
+        own = getattr(self.dataset, "digest", None)
+        if callable(own):
+            return _digest(str(own(index)).encode())
+        path = self._file(index)
+        if path is not None:
+            try:
+                return _digest(path.read_bytes())
+            except OSError:
+                return UNREADABLE
+        image = self.load(index)
+        if hasattr(image, "mode") and hasattr(image, "size"):  # PIL image
+            image = np.asarray(image)
+        array = np.ascontiguousarray(image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image))
+        return _digest(f"{array.dtype.str}{array.shape}".encode(), array.tobytes())
 
 
 def select(source: Source, classes: Optional[Sequence] = None, ids: Optional[Sequence[str]] = None) -> np.ndarray:

@@ -204,8 +204,12 @@ def prepare_bed(name: str, cache: Optional[Path] = None, epochs: Optional[int] =
     plan = _plan(name, epochs, {**params, "train_seed": train_seed})
     folder = Path(cache or default_cache()) / f"bed-{name}-{bed_key(plan['key'])}"
     info_path = folder / "bed.json"
+    info = None
     if info_path.is_file() and (folder / "model.pt").is_file() and (folder / "data.npz").is_file():
         info = json.loads(info_path.read_text())
+        if "shortcuts" not in info:  # measured by an earlier spray (one flip rate, no base rate): made again
+            info = None
+    if info is not None:
         info["failed"] = judge(info)
     else:
         info = _make(name, folder, plan, train_seed, progress, params)

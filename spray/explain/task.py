@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -21,6 +21,7 @@ from ..errors import ConfigError, InputError
 from ..lrp import LRP
 from ..models.loading import load_model
 from ..store import ShardData, write_shard
+from ..store.shard import DIGEST_DTYPE
 from .plan import ShardTask
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -58,8 +59,34 @@ class ExplainSpec:
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()
 
+    def with_absolute_paths(self) -> "ExplainSpec":
+        """The same spec with every file it names made absolute (``~`` and ``$VAR`` expanded), as the
+        client sees them: workers started in another directory (a remote scheduler's) read the same
+        files. Paths inside factory ``kwargs`` are the factory's own business and stay as given."""
+        data, model = dict(self.data), dict(self.model)
+        if "path" in data and data.get("type") in ("image_folder", "npz", "hdf5"):
+            data["path"] = _absolute(data["path"])
+        if "factory" in data:
+            data["factory"] = _absolute_reference(data["factory"])
+        for key in ("weights", "pickled"):
+            if model.get(key):
+                model[key] = _absolute(model[key])
+        if model.get("factory"):
+            model["factory"] = _absolute_reference(model["factory"])
+        return replace(self, data=data, model=model)
+
     def make_preprocess(self) -> Preprocess:
         return Preprocess(**self.preprocess)
+
+
+def _absolute(path: str) -> str:
+    return str(Path(os.path.expandvars(os.path.expanduser(str(path)))).absolute())
+
+
+def _absolute_reference(reference: str) -> str:
+    """``file.py:name`` with the file made absolute; ``package.module:name`` unchanged."""
+    location, sep, attr = str(reference).rpartition(":")
+    return f"{_absolute(location)}{sep}{attr}" if location.endswith(".py") else reference
 
 
 def resolve_composite(composite: Any, preprocess: Preprocess) -> dict:
@@ -145,13 +172,20 @@ def explain_shard(spec: ExplainSpec, task: ShardTask, store: str) -> dict:
     """Explain the samples of ``task`` and write its shard file; returns a small record."""
     started = time.perf_counter()
     rt = runtime(spec)
+    digest_of = dict(zip(task.indices, task.digests))
+    found = rt.source.digests(task.indices)[0] if rt.source.verify_on_read else task.digests
+    for index, found in zip(task.indices, found):
+        if found != digest_of[index]:
+            raise InputError(f"{rt.source.location(index)}: its content changed after this run planned it (the "
+                             f"data set is being modified while it is explained); re-run when it is stable")
     dataset = SampleDataset(rt.source, rt.preprocess, task.indices, spec.on_error, shape=spec.input_shape)
     out = {k: [] for k in ("relevance", "index", "label", "prediction", "target", "logits")}
     ids, skipped = [], []
     dtype = DTYPES[spec.dtype]
     lrp_seconds = 0.0  # the engine's share of this task: the rest is reading, preprocessing and writing
     for batch in batches(dataset, spec.batch_size, num_workers=0):
-        skipped += [{"id": s.id, "index": s.index, "reason": s.reason} for s in batch.skipped]
+        skipped += [{"id": s.id, "index": s.index, "reason": s.reason, "label": int(rt.source.labels[s.index]),
+                     "digest": digest_of[s.index]} for s in batch.skipped]
         if not len(batch):
             continue
         lrp_started = time.perf_counter()
@@ -185,9 +219,10 @@ def explain_shard(spec: ExplainSpec, task: ShardTask, store: str) -> dict:
                   "target": np.empty(0, np.int64), "logits": np.empty((0, len(rt.source.classes)), np.float32)}
     for name in ("index", "label", "prediction", "target"):
         arrays[name] = arrays[name].astype(np.int64)
+    arrays["digest"] = np.array([digest_of[int(i)] for i in arrays["index"]], dtype=DIGEST_DTYPE)
     data = ShardData(ids=ids, skipped=skipped, **arrays)
     path = Path(store) / task.spec.filename
-    digest = write_shard(path, data, {"shard": task.spec.shard, "label": task.spec.label})
-    return {"shard": task.spec.shard, "count": len(ids), "checksum": digest, "skipped": len(skipped),
+    checksum = write_shard(path, data, {"name": task.spec.name, "label": task.spec.label})
+    return {"file": task.spec.filename, "count": len(ids), "checksum": checksum, "skipped": len(skipped),
             "seconds": round(time.perf_counter() - started, 3), "lrp_seconds": round(lrp_seconds, 3),
             "pid": os.getpid(), "device": str(rt.device)}

@@ -49,8 +49,9 @@ def load_model(factory: Optional[str] = None, kwargs: Optional[Dict[str, Any]] =
         model = maker(**(kwargs or {}))
     except TypeError as err:
         raise ConfigError(f"model factory {factory!r} rejected its arguments {kwargs or {}}: {err}") from None
-    except RuntimeError as err:  # e.g. timm: "Unknown model (...)"
-        raise ConfigError(f"model factory {factory!r} failed with {kwargs or {}}: {err}") from None
+    except Exception as err:  # the user's code or the library refused (timm: "Unknown model (...)"): say whose and what
+        raise ConfigError(f"model factory {factory!r} failed with model.kwargs {kwargs or {}}: raised "
+                          f"{type(err).__name__}: {err}; fix the factory or its model.kwargs") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model factory {factory!r} returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
@@ -94,8 +95,9 @@ def load_weights(model: nn.Module, weights, strict: bool = True) -> None:
     model.load_state_dict(state, strict=strict)
 
 
-def check_model(model: nn.Module, sample: torch.Tensor, num_classes: int) -> None:
-    """Run one preprocessed sample; the output must be (1, num_classes) finite logits."""
+def check_model(model: nn.Module, sample: torch.Tensor, num_classes: int, classes_origin: str = "") -> None:
+    """Run one preprocessed sample; the output must be (1, num_classes) finite logits.
+    ``classes_origin`` says where the class count came from, for the message."""
     try:
         with torch.no_grad():
             out = model(sample[None])
@@ -105,7 +107,7 @@ def check_model(model: nn.Module, sample: torch.Tensor, num_classes: int) -> Non
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape != (1, num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise InputError(f"the model's output for one sample is {shape}, expected (1, {num_classes}) logits "
-                         f"for the data set's {num_classes} classes")
+                         f"for the data set's {num_classes} classes{classes_origin}")
     if not torch.isfinite(out).all():
         raise InputError("the model's output for one sample is not finite (NaN/inf); check the weights")
 
