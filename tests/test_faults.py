@@ -71,7 +71,7 @@ def test_a_second_run_is_refused_in_every_stage_and_the_first_is_unharmed(projec
         wait_for(first, rf"pipeline: {stage}: started")
         kill_group(first, signal.SIGSTOP)  # hold the first run inside the stage
         try:
-            code, err = spray_main("run", job, "--quiet")
+            code, err = spray_main("run", job)
             _failed(code, err, "run folder", "is being written by pid", "wait for that run to finish")
         finally:
             kill_group(first, signal.SIGCONT)
@@ -93,7 +93,7 @@ def test_kill_9_in_a_stage_then_the_same_command_resumes_to_the_same_run(project
     wait_for(proc, moment)
     kill_group(proc)
     proc.wait()
-    code, err = spray_main("run", job, "--quiet")
+    code, err = spray_main("run", job)
     assert code == 0, err[-3000:]
     if stage != "startup":
         assert "took over the lock of a dead run" in err
@@ -108,7 +108,7 @@ def test_ctrl_c_on_a_local_cluster_is_one_line_and_the_run_resumes(project, tmp_
     out = finish(proc, 120)
     _failed(proc.returncode, out, "interrupted", "re-run the same command to resume")
     assert "KeyboardInterrupt" not in out
-    code, err = spray_main("run", job, "--quiet")
+    code, err = spray_main("run", job)
     assert code == 0, err[-3000:]
     equal_runs(tmp_path / "run", project[1])
 
@@ -136,7 +136,7 @@ def test_data_changed_after_a_kill_recomputes_only_what_changed_and_equals_a_fre
     proc.wait()
     _grow_and_change(Path(job["data"]["path"]), tmp_path / "grown.npz", added=5)
     grown = write_job(tmp_path / "grown.yaml", job, out=str(tmp_path / "run"), data__path=str(tmp_path / "grown.npz"))
-    code, err = spray_main("run", grown, "--quiet")
+    code, err = spray_main("run", grown)
     assert code == 0, err[-3000:]
     stages = json.loads((tmp_path / "run" / "stages.json").read_text())
     assert stages["explain"]["samples"] == 95 and stages["explain"]["computed_samples"] < 95
@@ -149,7 +149,7 @@ def test_growth_explains_only_the_new_samples_and_equals_a_fresh_run(project, tm
     shutil.copytree(clean, tmp_path / "run")
     _grow_and_change(Path(job["data"]["path"]), tmp_path / "grown.npz", added=6)
     grown = write_job(tmp_path / "grown.yaml", job, out=str(tmp_path / "run"), data__path=str(tmp_path / "grown.npz"))
-    code, err = spray_main("run", grown, "--quiet")
+    code, err = spray_main("run", grown)
     assert code == 0, err[-3000:]
     assert "since the last index: 6 new, 2 changed, 0 removed" in err
     explain = json.loads((tmp_path / "run" / "stages.json").read_text())["explain"]
@@ -157,7 +157,7 @@ def test_growth_explains_only_the_new_samples_and_equals_a_fresh_run(project, tm
     assert explain["changes"] == {"new": 6, "changed": 2, "removed": 0} and not explain["reused"]
     fresh = clean_run({**job, "data": {**job["data"], "path": str(tmp_path / "grown.npz")}}, tmp_path / "fresh")
     equal_runs(tmp_path / "run", fresh, shards=False, **INCREMENTAL)
-    code, err = spray_main("run", grown, "--quiet")  # and a third run reuses everything
+    code, err = spray_main("run", grown)  # and a third run reuses everything
     stages = json.loads((tmp_path / "run" / "stages.json").read_text())
     assert code == 0 and all(stages[s]["reused"] for s in STAGES), err[-2000:]
 
@@ -172,9 +172,9 @@ def test_a_damaged_shard_after_a_finished_run_is_noticed_and_recomputed(project,
     else:
         flip_heatmap_byte(shard)
     for command in ("analyze", "report"):
-        code, err = spray_main(command, job, "--quiet")
+        code, err = spray_main(command, job)
         _failed(code, err, shard.name, "spray run JOB")
-    code, err = spray_main("run", job, "--quiet")
+    code, err = spray_main("run", job)
     assert code == 0, err[-3000:]
     assert "analyze: inputs unchanged and outputs intact, reusing it" in err  # the same heatmaps came back
     equal_runs(tmp_path / "run", project[1])
@@ -182,14 +182,14 @@ def test_a_damaged_shard_after_a_finished_run_is_noticed_and_recomputed(project,
 
 def test_a_byte_flipped_unnoticed_is_named_when_analyze_reads_it(project, tmp_path):
     job = _job(project, tmp_path)
-    code, err = spray_main("explain", job, "--quiet")
+    code, err = spray_main("explain", job)
     assert code == 0, err
     shard = sorted((tmp_path / "run" / "store" / "shards").glob("*.h5"))[1]
     flip_heatmap_byte(shard, keep_mtime=True)  # bit rot: size and mtime as recorded
-    code, err = spray_main("analyze", job, "--quiet")
+    code, err = spray_main("analyze", job)
     _failed(code, err, shard.name, "Delete", "re-run the explain stage")
     shard.unlink()
-    code, err = spray_main("run", job, "--quiet")
+    code, err = spray_main("run", job)
     assert code == 0, err[-3000:]
     equal_runs(tmp_path / "run", project[1])
 
@@ -198,9 +198,9 @@ def test_a_deleted_analysis_file_is_noticed_by_report_and_recomputed_by_run(proj
     shutil.copytree(project[1], tmp_path / "run")
     job = _job(project, tmp_path)
     (tmp_path / "run" / "analysis" / "analysis.h5").unlink()
-    code, err = spray_main("report", job, "--quiet")
+    code, err = spray_main("report", job)
     _failed(code, err, "analysis/analysis.h5 is missing", "spray analyze JOB")
-    code, err = spray_main("run", job, "--quiet")
+    code, err = spray_main("run", job)
     assert code == 0 and "analyze: computing (its output analysis/analysis.h5 is missing)" in err, err[-3000:]
     equal_runs(tmp_path / "run", project[1])
 
@@ -238,7 +238,7 @@ def test_a_read_only_run_folder_passes_when_up_to_date_and_names_the_stage_other
     shutil.copytree(project[1], tmp_path / "run")
     job = _job(project, tmp_path)
     with read_only(tmp_path / "run"):
-        code, err = spray_main("run", job, "--quiet")
+        code, err = spray_main("run", job)
         assert code == 0 and "is read-only; every stage is up to date, nothing was written" in err, err[-3000:]
         assert not has_traceback(err)
         code, err = spray_main("run", job, "--quiet", "--set", "report.examples=4")
@@ -264,14 +264,14 @@ def test_a_full_disk_is_one_line_and_a_rerun_with_space_finishes_the_same_run(pr
     disk = tmp_path / "disk"
     path = write_job(tmp_path / "job.yaml", job, out=str(disk / "run"), cluster__mode="local")
     with small_disk(disk, "160k") as resize:
-        failed = spray("run", path, "--quiet")
+        failed = spray("run", path)
         out = finish(failed)
         _failed(failed.returncode, out, "no space left on the device", "re-running the same command resumes")
         assert resize("700k").returncode == 0
-        code, err = spray_main("run", path, "--quiet")  # fails later, in analyze or report
+        code, err = spray_main("run", path)  # fails later, in analyze or report
         _failed(code, err, "no space left on the device")
         assert resize("8m").returncode == 0
-        code, err = spray_main("run", path, "--quiet")
+        code, err = spray_main("run", path)
         assert code == 0, err[-3000:]
         equal_runs(disk / "run", clean)
 
@@ -293,7 +293,7 @@ def test_a_task_error_on_a_local_cluster_is_its_own_message_once(project, tmp_pa
     bad = root / "c1" / "042.png"
     bad.write_bytes(bad.read_bytes()[:40])
     job = _job(project, tmp_path, data={"type": "image_folder", "path": str(root)}, cluster__mode="local")
-    proc = spray("explain", job, "--quiet")
+    proc = spray("explain", job)
     out = finish(proc)
     _failed(proc.returncode, out, "c1/042.png", "explain.on_error: skip")
     # the fix the message suggests works on the same folder (on_error is no part of the store identity)
@@ -305,7 +305,7 @@ def test_a_task_error_on_a_local_cluster_is_its_own_message_once(project, tmp_pa
 def test_a_model_factory_that_raises_is_named(project, tmp_path):
     (tmp_path / "broken.py").write_text("def make(num_classes=3):\n    raise RuntimeError('no such checkpoint')\n")
     job = _job(project, tmp_path, model={"factory": f"{tmp_path}/broken.py:make", "kwargs": {"num_classes": 3}})
-    code, err = spray_main("run", job, "--quiet")
+    code, err = spray_main("run", job)
     _failed(code, err, "broken.py:make", "raised RuntimeError: no such checkpoint", exit_code=2)
 
 
@@ -313,7 +313,7 @@ def test_float_channels_last_arrays_get_the_transpose(project, tmp_path):
     d = np.load(project[0]["data"]["path"])
     np.savez(tmp_path / "f.npz", images=d["images"].astype(np.float64) / 255, labels=d["labels"])
     job = _job(project, tmp_path, data={"type": "npz", "path": str(tmp_path / "f.npz")})
-    code, err = spray_main("run", job, "--quiet")
+    code, err = spray_main("run", job)
     _failed(code, err, "look channels-last (NHWC)", "images.transpose(0, 3, 1, 2)")
 
 
@@ -323,7 +323,7 @@ def test_a_label_beyond_the_models_outputs_says_where_the_class_count_came_from(
     labels[-1] = 12
     np.savez(tmp_path / "l.npz", images=d["images"], labels=labels)
     job = _job(project, tmp_path, data={"type": "npz", "path": str(tmp_path / "l.npz")})
-    code, err = spray_main("run", job, "--quiet")
+    code, err = spray_main("run", job)
     _failed(code, err, "expected (1, 13) logits", "counted from the largest label, 12", "give data.classes")
 
 
@@ -335,12 +335,12 @@ def test_home_and_variables_are_expanded_in_every_path(project, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     path = write_job(tmp_path / "job.yaml", job, out="~/audits/x", data__path="$SPRAY_TEST_DATA/data.npz",
                      model__weights="${SPRAY_TEST_DATA}/model.pt")
-    code, err = spray_main("run", path, "--quiet")
+    code, err = spray_main("run", path)
     assert code == 0, err[-3000:]
     assert not (tmp_path / "~").exists() and (tmp_path / "home" / "audits" / "x" / "report" / "index.html").exists()
     equal_runs(tmp_path / "home" / "audits" / "x", clean)
     monkeypatch.delenv("SPRAY_TEST_DATA")
-    code, err = spray_main("run", path, "--quiet")
+    code, err = spray_main("run", path)
     _failed(code, err, "data.path", "SPRAY_TEST_DATA, which is not set", exit_code=2)
 
 
@@ -415,7 +415,7 @@ def test_a_task_error_on_a_remote_cluster_is_its_own_message_once(project, sched
     bad.write_bytes(b"")
     job = _job(project, tmp_path, data={"type": "image_folder", "path": str(root)},
                cluster={"mode": "address", "address": scheduler})
-    proc = spray("explain", job, "--quiet")
+    proc = spray("explain", job)
     out = finish(proc)
     _failed(proc.returncode, out, "c2/087.png", "not a readable image", "explain.on_error: skip")
 
@@ -424,7 +424,7 @@ def test_a_task_error_on_a_remote_cluster_is_its_own_message_once(project, sched
 @pytest.fixture(scope="module")
 def clean_demo(bed_cache, tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo") / "clean"
-    code, err = spray_main("demo", "--small", "--out", folder, "--quiet")
+    code, err = spray_main("demo", "--small", "--out", folder)
     assert code == 0, err[-3000:]
     return folder
 
@@ -443,7 +443,7 @@ def test_demo_kill_9_then_rerun_equals_the_clean_demo(clean_demo, tmp_path, stag
     wait_for(proc, moment, timeout=600)
     kill_group(proc)
     proc.wait()
-    code, err = spray_main("demo", "--small", "--out", out, "--quiet")
+    code, err = spray_main("demo", "--small", "--out", out)
     assert code == 0, err[-3000:]
     equal_runs(out, clean_demo)
 
