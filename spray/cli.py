@@ -29,7 +29,16 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("distributed", "bokeh", "tornado", "numba", "pynndescent", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.getLogger("tornado.application").addFilter(_interrupted_sync)
     logging.getLogger("spray").setLevel(logging.INFO)
+
+
+def _interrupted_sync(record: logging.LogRecord) -> bool:
+    """Drop the traceback distributed's ``sync()`` logs when Ctrl-C lands before it started waiting
+    (its ``cancel`` callback reads a variable not yet set: NameError); the interrupt itself is then
+    reported as one line by :func:`main`. Every other record passes."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(error, NameError) and "sync.<locals>.cancel" in record.getMessage())
 
 
 def _overrides(pairs: List[str]) -> dict:
