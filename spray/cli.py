@@ -28,6 +28,14 @@ EXIT_CODES = """exit codes:
 INIT_DEFAULT = "spray-job.yaml"
 
 
+def _interrupted_sync(record: logging.LogRecord) -> bool:
+    """Drop the traceback distributed's ``sync()`` logs when Ctrl-C lands before it started waiting
+    (its ``cancel`` callback reads a variable not yet set: NameError); the interrupt itself is then
+    reported as one line by :func:`main`. Every other record passes."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(error, NameError) and "sync.<locals>.cancel" in record.getMessage())
+
+
 def _overrides(pairs: List[str]) -> dict:
     import yaml
     out = {}
@@ -269,6 +277,7 @@ def _quiet_unraisable(unraisable) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     console.setup(_verbosity(args))
+    logging.getLogger("tornado.application").addFilter(_interrupted_sync)
     hook = sys.unraisablehook
     if not os.environ.get("SPRAY_TRACEBACK"):
         sys.unraisablehook = _quiet_unraisable

@@ -8,7 +8,8 @@ task error with that error (the others are cancelled).
 
 Ctrl-C is the client's business: the worker processes of a LocalCluster share the terminal's
 process group, so they ignore SIGINT (a worker plugin) and are closed by the client instead of
-each printing a KeyboardInterrupt traceback.
+each printing a KeyboardInterrupt traceback; from the interrupt on, neither they nor the client
+print the connection errors of a cluster being closed under them (the interrupt is one line).
 """
 from __future__ import annotations
 
@@ -25,16 +26,45 @@ log = logging.getLogger("spray.cluster")
 WORKER_WAIT_S = 120  # how long a run waits for the first worker of an existing scheduler
 
 
+class _AfterInterrupt(logging.Filter):
+    """Drops every record once the process has seen Ctrl-C (set from a signal handler: a flag only)."""
+
+    interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.interrupted
+
+
 class IgnoreInterrupt(WorkerPlugin):
-    """Worker plugin: SIGINT is ignored in the worker process (the client handles Ctrl-C)."""
+    """Worker plugin: SIGINT does not stop the worker process (the client handles Ctrl-C and closes
+    it); from then on the worker's dask logs (a heartbeat to the closing scheduler failing) are dropped."""
 
     name = "spray-ignore-sigint"
 
     def setup(self, worker) -> None:
         import signal
         import threading
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        quiet = _AfterInterrupt()
+        for handler in logging.getLogger("distributed").handlers + logging.getLogger().handlers:
+            handler.addFilter(quiet)
+
+        def interrupted(signum, frame) -> None:
+            quiet.interrupted = True
+        signal.signal(signal.SIGINT, interrupted)
+
+
+@contextmanager
+def _quiet_while_closing_after_interrupt() -> Iterator[None]:
+    """Ctrl-C: the cluster closed under its own connections logs their errors in this process; the
+    interrupt is reported by the CLI instead."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        for name in ("distributed", "tornado"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        raise
 
 
 def _connect(address: Optional[str]):
@@ -88,7 +118,8 @@ def open_client(cluster: ClusterSpec, client=None) -> Iterator:
     try:
         if own.dashboard_link and cluster.dashboard:
             log.warning("dask dashboard: %s", own.dashboard_link)
-        yield own
+        with _quiet_while_closing_after_interrupt():
+            yield own
     finally:
         own.close()
         if local is not None:
