@@ -470,7 +470,7 @@ def test_demo_kill_9_then_rerun_equals_the_clean_demo(clean_demo, tmp_path, stag
 def test_demo_with_a_worker_killed_mid_explain_equals_the_clean_demo(clean_demo, tmp_path):
     out = tmp_path / "run"
     proc = spray("demo", "--small", "--out", out, env={"SPRAY_CACHE": os.environ["SPRAY_CACHE"]})
-    lines = wait_for(proc, r"shard \w+ \(class 2 .* on pid (\d+)", timeout=600)
+    lines = wait_for(proc, r"shard \w+ \(class 2\b.* on pid (\d+)", timeout=600)
     worker = int(re.search(r"on pid (\d+)", lines[-1]).group(1))
     os.kill(worker, signal.SIGKILL)
     out_text = finish(proc)
