@@ -18,9 +18,10 @@ import hashlib
 import json
 import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence
 
 import h5py
 import numpy as np
@@ -51,25 +52,29 @@ def part_path(parts: Path, label: int, key: str, method: Optional[str] = None) -
     return Path(parts) / f"{int(label):08d}-{key[:16]}{suffix}.h5"
 
 
-def _atomic_h5(path: Path):
-    """A writable h5py file at a temp name; :func:`_commit` renames it into place."""
+@contextmanager
+def _atomic_h5(path: Path) -> Iterator[h5py.File]:
+    """A writable h5py file at a temp name, renamed into place (flushed and synced) when the block
+    succeeds; on an error the temp file is removed and ``path`` is left as it was."""
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    return tmp, h5py.File(tmp, "w")
-
-
-def _commit(tmp: Path, fh: h5py.File, path: Path) -> None:
-    fh.flush()
-    os.fsync(fh.id.get_vfd_handle())
-    fh.close()
-    os.replace(tmp, path)
+    fh = h5py.File(tmp, "w")
+    try:
+        yield fh
+        fh.flush()
+        os.fsync(fh.id.get_vfd_handle())
+        fh.close()
+        os.replace(tmp, path)
+    finally:
+        if fh.id.valid:
+            fh.close()
+        tmp.unlink(missing_ok=True)
 
 
 def write_part(path: Path, key: str, arrays: Dict[str, np.ndarray], record: dict,
                attrs: Optional[Dict[str, dict]] = None) -> None:
     """``arrays``: dataset name -> array, named as in the class's group of ``analysis.h5``, except that
     ``medoids/*`` hold positions within the class; ``attrs``: dataset name -> its attributes."""
-    tmp, fh = _atomic_h5(path)
-    try:
+    with _atomic_h5(path) as fh:
         group = fh.create_group("class")
         for name, value in arrays.items():
             d = group.create_dataset(name, data=value)
@@ -78,24 +83,13 @@ def write_part(path: Path, key: str, arrays: Dict[str, np.ndarray], record: dict
         fh.create_dataset("record", data=json.dumps(record, default=str).encode())
         fh.attrs["key"] = key
         fh.attrs["format"] = PART_FORMAT
-        _commit(tmp, fh, path)
-    finally:
-        if fh.id.valid:
-            fh.close()
-        tmp.unlink(missing_ok=True)
 
 
 def write_embedding(path: Path, key: str, xy: np.ndarray, seconds: float) -> None:
-    tmp, fh = _atomic_h5(path)
-    try:
+    with _atomic_h5(path) as fh:
         fh.create_dataset("xy", data=xy.astype(np.float32))
         fh.attrs["key"] = key
         fh.attrs["seconds"] = seconds
-        _commit(tmp, fh, path)
-    finally:
-        if fh.id.valid:
-            fh.close()
-        tmp.unlink(missing_ok=True)
 
 
 def read_record(path: Path, key: str) -> Optional[dict]:

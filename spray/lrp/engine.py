@@ -41,7 +41,7 @@ from .composites import (
     Composite,
     get_composite,
 )
-from .graph import Graph, probe
+from .graph import Graph, probe, require_tensor_output
 from .ops import AffineOp, ConvOp, DenseOp, LinearOp, PoolOp
 from .router import Router, keep
 from .rules import Epsilon, Pass, Relevance, Rule
@@ -599,10 +599,7 @@ def _fingerprinted_forward(model: nn.Module, x1: Tensor):
     finally:
         for h in handles:
             h.remove()
-    if not isinstance(logits, Tensor):
-        raise UnsupportedModelError(
-            f"the model returns {type(logits).__name__}; spray explains models that return one logits tensor "
-            f"of shape (batch, classes): wrap it in a module that selects the logits")
+    require_tensor_output(logits)
     return logits.detach(), prints
 
 

@@ -68,6 +68,14 @@ def activations(tree) -> List[Tensor]:
     return [t for t in tree_flatten(tree)[0] if isinstance(t, Tensor) and t.requires_grad]
 
 
+def require_tensor_output(out) -> None:
+    """A model must return one logits tensor; anything else (a tuple, a dict) is refused with the fix."""
+    if not isinstance(out, Tensor):
+        raise UnsupportedModelError(
+            f"the model returns {type(out).__name__}; spray explains models that return one logits tensor "
+            f"of shape (batch, classes): wrap it in a module that selects the logits")
+
+
 def probe(model: nn.Module, x: Tensor, router: Router, is_fast: Callable[[nn.Module], bool],
           passes_input: Callable[[nn.Module], bool]) -> Graph:
     """Run ``model`` on ``x[:1]`` (gradients on, parameters off) and record its data flow."""
@@ -135,10 +143,7 @@ def probe(model: nn.Module, x: Tensor, router: Router, is_fast: Callable[[nn.Mod
         router.suspended = 0
         for h in handles:
             h.remove()
-    if not isinstance(out, Tensor):
-        raise UnsupportedModelError(
-            f"the model returns {type(out).__name__}; spray explains models that return one logits tensor "
-            f"of shape (batch, classes): wrap it in a module that selects the logits")
+    require_tensor_output(out)
     if out.ndim != 2:
         raise UnsupportedModelError(
             f"the model's output has shape {tuple(out.shape)}; spray needs logits of shape (batch, classes)")
