@@ -31,21 +31,39 @@ def relevance_map(relevance: ArrayLike) -> np.ndarray:
 
 def scale_relevance(r: np.ndarray, scaling: str = "symmetric", percentile: float = 99.5) -> np.ndarray:
     """Map relevance to [-1, 1] keeping 0 at 0."""
+    return scale_relevance_many(r[None], scaling, percentile)[0]
+
+
+def scale_relevance_many(r: np.ndarray, scaling: str = "symmetric", percentile: float = 99.5) -> np.ndarray:
+    """:func:`scale_relevance` of each (H, W) map of an (N, H, W) stack, each by its own bound."""
+    flat = np.abs(r).reshape(len(r), -1)
     if scaling == "symmetric":
-        bound = np.abs(r).max()
+        bound = flat.max(1) if flat.size else np.zeros(len(r))
     elif scaling == "percentile":
-        bound = np.percentile(np.abs(r), percentile)
+        bound = np.percentile(flat, percentile, axis=1) if flat.size else np.zeros(len(r))
     else:
         raise ValueError(f"scaling must be 'symmetric' or 'percentile', got {scaling!r}")
-    if not np.isfinite(bound) or bound <= 0:
-        return np.zeros_like(r)
-    return np.clip(r / bound, -1.0, 1.0)
+    good = np.isfinite(bound) & (bound > 0)
+    safe = np.where(good, bound, 1.0)[:, None, None]
+    return np.where(good[:, None, None], np.clip(r / safe, -1.0, 1.0), 0.0)
 
 
 def heatmap_rgb(relevance: ArrayLike, scaling: str = "symmetric", percentile: float = 99.5,
                 cmap: str = "bwr") -> np.ndarray:
     """uint8 (H, W, 3) image of relevance; 0 maps to the colormap's centre."""
-    v = scale_relevance(relevance_map(relevance), scaling, percentile)
+    return heatmaps_rgb(relevance_map(relevance)[None], scaling, percentile, cmap)[0]
+
+
+def heatmaps_rgb(maps: ArrayLike, scaling: str = "symmetric", percentile: float = 99.5,
+                 cmap: str = "bwr") -> np.ndarray:
+    """uint8 (N, H, W, 3) images of an (N, H, W) or (N, C, H, W) relevance stack (channels summed),
+    each scaled on its own, in one pass."""
+    r = _numpy(maps).astype(np.float64)
+    if r.ndim == 4:
+        r = r.sum(1)
+    if r.ndim != 3:
+        raise ValueError(f"relevance stack must be (N, H, W) or (N, C, H, W), got shape {r.shape}")
+    v = scale_relevance_many(r, scaling, percentile)
     rgb = colormaps[cmap]((v + 1.0) / 2.0)[..., :3]
     return (rgb * 255).round().astype(np.uint8)
 

