@@ -43,7 +43,7 @@ from .composites import (
 )
 from .graph import Graph, probe, require_tensor_output
 from .ops import AffineOp, ConvOp, DenseOp, LinearOp, PoolOp
-from .router import Router, keep
+from .router import Kept, Router, keep
 from .rules import Epsilon, Pass, Relevance, Rule
 
 MAXPOOL_TYPES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
@@ -160,14 +160,21 @@ class _LayerFunction(torch.autograd.Function):
         out = z.relu_() if node.activation_is_relu else node.activate(z)  # z is ours: ReLU in place
         ctx.node, ctx.input_shape = node, x.shape
         z_kept = None if (node.activation is None or node.activation_is_relu) else z
-        ctx.save_for_backward(z_kept)
         ctx.x = keep(x) if node.save_input else None
+        ratio = node.rule.output_ratio(node.op, out, z_kept) if z_kept is not None and node.records is None else None
+        if ratio is not None:
+            ctx.ratio, ctx.out = Kept(ratio), None  # one tensor kept, not out and z
+            return out
+        ctx.save_for_backward(z_kept)
         ctx.out = keep(out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         node = ctx.node
+        if ctx.out is None:
+            ratio = ctx.ratio.take(f"'{node.path}'")
+            return node.rule.backward_from_ratio(node.op, ratio, grad, ctx.input_shape), None
         (z,) = ctx.saved_tensors
         x = ctx.x.take(f"'{node.path}'") if ctx.x is not None else None
         relevance = Relevance(ctx.out.take(f"'{node.path}'"), grad, z)

@@ -80,18 +80,28 @@ class LinearOp:
         """Fold eval-mode ``bn``, which alone reads this layer's output, into the rules' parameters."""
         self.batch_norm = bn
 
-    def _fold(self) -> tuple:
+    def _source_version(self) -> tuple:
+        """Versions of every tensor the rules' parameters derive from (layer, and a folded batch norm)."""
+        bn = self.batch_norm
+        extra = () if bn is None else (bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        return _versions(self.layer_weight, self.layer_bias, *extra)
+
+    def _fold(self, hold: bool = True) -> tuple:
+        """The folded (weight, bias), held for later batches when ``hold`` (a rule reads them
+        directly); a rule that reads only modified copies (``params``) lets them go."""
         bn, weight, bias = self.batch_norm, self.layer_weight, self.layer_bias
-        version = _versions(weight, bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        if self._folded is None or self._folded[0] != version:
-            scale, shift = batch_norm_affine(bn)
-            with torch.no_grad():
-                shape = (-1,) + (1,) * (weight.ndim - 1)
-                new_weight = weight.detach() * scale.reshape(shape).to(weight)
-                base = bias.detach() if bias is not None else torch.zeros_like(shift)
-                new_bias = base * scale.to(base) + shift.to(base)
+        version = self._source_version()
+        if self._folded is not None and self._folded[0] == version:
+            return self._folded[1]
+        scale, shift = batch_norm_affine(bn)
+        with torch.no_grad():
+            shape = (-1,) + (1,) * (weight.ndim - 1)
+            new_weight = weight.detach() * scale.reshape(shape).to(weight)
+            base = bias.detach() if bias is not None else torch.zeros_like(shift)
+            new_bias = base * scale.to(base) + shift.to(base)
+        if hold:
             self._folded = (version, (new_weight, new_bias))
-        return self._folded[1]
+        return new_weight, new_bias
 
     def exact(self, x: Tensor) -> Tensor:
         """The layer's output (followed by its folded batch norm) as the model itself computes it."""
@@ -109,11 +119,11 @@ class LinearOp:
 
         ``bias_fn=None`` drops the bias (zennit's ``zero_params=['bias']``).
         """
-        weight, bias = self.weight, self.bias
-        version = _versions(weight, bias)
+        version = self._source_version()
         hit = self._cache.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]
+        weight, bias = self._fold(hold=False) if self.batch_norm is not None else (self.layer_weight, self.layer_bias)
         with torch.no_grad():
             new_w = None if weight is None else weight_fn(weight.detach())
             new_b = None if (bias is None or bias_fn is None) else bias_fn(bias.detach())

@@ -153,6 +153,15 @@ class Rule:
         """
         raise NotImplementedError
 
+    def output_ratio(self, op: LinearOp, out: Tensor, z: Tensor) -> Optional[Tensor]:
+        """A rule whose backward reads ``a`` and ``z`` only as ``a / stab(z)`` returns that ratio here (the
+        engine then keeps it, one tensor, in place of both, and calls :meth:`backward_from_ratio`);
+        None: the rule needs them whole."""
+        return None
+
+    def backward_from_ratio(self, op: LinearOp, ratio: Tensor, grad: Tensor, input_shape: torch.Size) -> Tensor:
+        raise NotImplementedError
+
     def describe(self) -> str:
         return repr(self)
 
@@ -170,6 +179,19 @@ class Epsilon(Rule):
 
     def backward(self, op, x, input_shape, relevance):
         return op.vjp(relevance.over(relevance.z, self.epsilon, op.output_nonnegative), op.weight, input_shape)
+
+    def output_ratio(self, op, out: Tensor, z: Tensor) -> Tensor:
+        """``a / stab(z)``, formed in the forward where a layer's output ``a`` is a fused activation of
+        ``z`` (GELU, SiLU): the backward is then ``W^T (ratio * g)``, the same values as
+        :meth:`backward` computes, but the engine keeps one tensor until backward instead of ``a`` and ``z``
+        (the gradient pass keeps one too)."""
+        d = _stabilized(z, self.epsilon, op.output_nonnegative, own_d=False) if self.epsilon else z
+        if not self.epsilon:
+            return torch.div(out, d).masked_fill_(d == 0, 0)
+        return torch.div(out, d, out=d)
+
+    def backward_from_ratio(self, op, ratio: Tensor, grad: Tensor, input_shape: torch.Size) -> Tensor:
+        return op.vjp(ratio.mul_(grad), op.weight, input_shape)
 
 
 @dataclass(frozen=True)
