@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -47,6 +48,7 @@ from spray.analysis import AnalysisParams, analyze_store  # noqa: E402
 from spray.datasets import SCENE_BEDS, prepare_bed  # noqa: E402
 from spray.datasets.train import MIN_ACCURACY, MIN_FLIP_RATE  # noqa: E402
 from spray.datasets.truth import Group, ground_truth, judge, spray_groups, spray_sample_scores  # noqa: E402
+from spray.errors import ConfigError  # noqa: E402
 from spray.explain import ClusterSpec, ExplainSpec, run_explain  # noqa: E402
 from spray.models.loading import load_model  # noqa: E402
 from spray.store import HeatmapStore  # noqa: E402
@@ -73,6 +75,13 @@ class Penultimate(nn.Module):
 
 def explained(bed, out: Path) -> Path:
     store = out / bed.info["name"] / "store"
+    if (store / "heatmaps.h5").exists():
+        try:
+            with HeatmapStore(store):
+                pass
+        except ConfigError as err:  # a cached store of another store format: explained again
+            print(f"  {err}: explaining again", flush=True)
+            shutil.rmtree(store)
     if not (store / "heatmaps.h5").exists():
         spec = ExplainSpec(data={"type": "npz", "path": str(bed.data)},
                            model={**bed.info["model"], "weights": str(bed.weights)}, preprocess=bed.info["preprocess"],
