@@ -110,3 +110,21 @@ def test_bias_free_conv_is_folded_and_restored_to_bias_none(resnet):
     x = torch.randn(1, 3, 32, 32, dtype=torch.double)
     explain(resnet, x)
     assert resnet.conv1.bias is None and "bias" in resnet.conv1._parameters
+
+
+def test_fused_gelu_under_epsilon_keeps_one_tensor_and_gives_the_same_relevance():
+    """Linear+GELU under the epsilon rule keeps a/stab(z) from the forward instead of a and z: the
+    relevance equals, bit for bit, the path that keeps both (taken when recording conservation), and
+    a second backward through the kept ratio is a named error, as through any kept output."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 32), nn.GELU(), nn.Linear(32, 16), nn.SiLU(), nn.Linear(16, 5)).double()
+    x = torch.randn(6, 12, dtype=torch.float64)
+    with LRP(model, "epsilon") as lrp:
+        fast = lrp.explain(x).relevance
+        recorded = lrp.explain(x, record=True).relevance
+        assert torch.equal(fast, recorded)
+        logits, leaf, _ = lrp._forward(x)
+        seed = torch.ones_like(logits)
+        torch.autograd.grad(logits, leaf, seed, retain_graph=True)
+        with pytest.raises(RuntimeError, match="backward ran twice"):
+            torch.autograd.grad(logits, leaf, seed)
