@@ -177,8 +177,9 @@ def main() -> None:
     for label, r in rk.items():
         print(f"  class {label:5d} {r['what']:34s} rank {r['rank']:4d}  gap-rank {r['gap_rank']:4d}  "
               f"suspicion-rank {r['suspicion_rank']:4d}  {'flagged' if r['flagged'] else 'not flagged'}")
-    shortcut = [r["rank"] for r in rk.values() if not r["what"].startswith("style")]
-    print(f"  shortcut plants in the top 10: {sum(x <= 10 for x in shortcut)} of {len(shortcut)}")
+    print(f"  planted classes in the top 10: {sum(r['rank'] <= 10 for r in rk.values())} of {len(rk)} "
+          f"(shortcuts flagged: {sum(r['flagged'] for r in rk.values() if not r['what'].startswith('style'))} of "
+          f"{sum(not r['what'].startswith('style') for r in rk.values())}; the style plant is harmless, never flagged)")
     if not args.no_report:
         rep = _child("report", store, root / f"analysis-{max(runs)}w", root / "report")
         print(f"\nreport: {rep['pages']} class pages in {rep['wall']:.1f} s ({rep['wall'] / max(1, rep['pages']):.2f} s "

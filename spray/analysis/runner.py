@@ -182,7 +182,7 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
                          args=(store_arg, params, str(parts), executor.threads))
         finally:
             bar.close()
-        ranked = rank_classes([records[t.label] for t in tasks])
+        ranked = rank_classes([records[t.label] for t in tasks], params.threshold)
         chosen = ranked if params.embed_top is None else ranked[:params.embed_top]
         by_label = {t.label: t for t in tasks}
         embed_todo = []

@@ -25,7 +25,6 @@ from .estimator import embed_2d
 from .features import pool_maps, read_pixels, reduce_dimension
 from .graph import EXACT_MAX
 from .parts import part_path, write_embedding, write_part
-from .ranking import attention
 from .suspicion import region_mask, score_clusters
 
 
@@ -112,7 +111,7 @@ def medoids(embedding: np.ndarray, labels: np.ndarray, k: int, count: int) -> Li
 
 
 def analyze_maps(relevance: np.ndarray, task: ClassTask, params, pixels: Optional[PixelReader] = None):
-    """SpRAy, suspicion and attention of one class's heatmaps -> (arrays, attributes, record), arrays
+    """SpRAy and suspicion of one class's heatmaps -> (arrays, attributes, record), arrays
     named as in ``analysis.h5`` (medoids as positions within the class).
 
     ``pixels(cells, factor)``: the class's input pixels on the pooled maps' grid (see
@@ -155,8 +154,6 @@ def analyze_maps(relevance: np.ndarray, task: ClassTask, params, pixels: Optiona
         "clusters": [{**s.to_dict(), "members": ids[sp.labels_ == s.cluster].tolist(),
                       "medoids": ids[meds[s.cluster]].tolist()} for s in susp],
     }
-    score, evidence = attention(record, params.threshold)
-    record["attention"] = {"score": score, "evidence": evidence}
     return arrays, attrs, record
 
 
