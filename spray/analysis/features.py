@@ -10,7 +10,7 @@ from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 
 MODES = ("abs", "positive", "signed")
 
@@ -95,18 +95,15 @@ def _display_batch(source, display, indices: np.ndarray):
     reads many at once (a chunked HDF5 file decodes each chunk once, not once per sample), else one
     sample at a time."""
     import torch
+
+    from ..data.loader import read_preprocessed
     order = np.argsort(indices, kind="stable")
     ascending = indices[order]
-    images = source.load_many(ascending) if len(np.unique(ascending)) == len(ascending) else None
-    if images is not None:
-        try:
-            x = display.batch(images, f"{source.describe().get('path', source.kind)} rows "
-                                      f"{int(ascending[0])}..{int(ascending[-1])}")
-            out = torch.empty_like(x)
-            out[torch.from_numpy(order)] = x
-            return out
-        except InputError:
-            pass  # one sample at a time names the one that fails
+    x = read_preprocessed(source, display, ascending) if len(np.unique(ascending)) == len(ascending) else None
+    if x is not None:
+        out = torch.empty_like(x)
+        out[torch.from_numpy(order)] = x
+        return out
     return torch.stack([display(source.load(int(i)), source.location(int(i))) for i in indices])
 
 

@@ -46,6 +46,20 @@ class Batch:
         return len(self.ids)
 
 
+def read_preprocessed(source: Source, preprocess: Preprocess, indices: np.ndarray) -> Optional[torch.Tensor]:
+    """Source rows ``indices`` (ascending, distinct) in one read and one preprocessing pass, or None
+    where the source reads one sample at a time or a sample fails (then read them one by one: that
+    names the bad sample)."""
+    images = source.load_many(indices)
+    if images is None:
+        return None
+    try:
+        return preprocess.batch(images, f"{source.describe().get('path', source.kind)} "
+                                        f"rows {int(indices[0])}..{int(indices[-1])}")
+    except InputError:
+        return None
+
+
 class SampleDataset(Dataset):
     """``source`` restricted to ``indices`` and preprocessed; items are tuples or :class:`Skipped`."""
 
@@ -80,18 +94,12 @@ class SampleDataset(Dataset):
         """Items ``positions`` as one batch: one read and one preprocessing pass where the source
         reads many samples at once and all of them are good; else item by item."""
         indices = self.indices[positions.start:positions.stop]
-        images = self.source.load_many(indices)
-        if images is not None:
-            try:
-                x = self.preprocess.batch(images, f"{self.source.describe().get('path', self.source.kind)} "
-                                                  f"rows {int(indices[0])}..{int(indices[-1])}")
-            except InputError:
-                x = None  # item by item names the sample
-            if (x is not None and (self.shape is None or tuple(x.shape[1:]) == self.shape)
-                    and bool(torch.isfinite(x).all())):
-                return Batch(x, torch.from_numpy(self.source.labels[indices]).long(),
-                             [self.source.ids[i] for i in indices], indices.copy())
-        return collate([self[j] for j in positions])
+        x = read_preprocessed(self.source, self.preprocess, indices)
+        if (x is not None and (self.shape is None or tuple(x.shape[1:]) == self.shape)
+                and bool(torch.isfinite(x).all())):
+            return Batch(x, torch.from_numpy(self.source.labels[indices]).long(),
+                         [self.source.ids[i] for i in indices], indices.copy())
+        return collate([self[j] for j in positions])  # item by item names the bad sample
 
 
 def collate(items) -> Batch:
