@@ -63,6 +63,11 @@ class Graph:
     def users(self, tensor_id: int) -> List[Use]:
         return self.uses.get(tensor_id, [])
 
+    def release(self) -> None:
+        """Drop the probe's tensors (they keep the ids unique while the graph is read): a forward's
+        activations, which must not live into the first batch."""
+        self._keep = []
+
 
 def activations(tree) -> List[Tensor]:
     return [t for t in tree_flatten(tree)[0] if isinstance(t, Tensor) and t.requires_grad]
