@@ -84,6 +84,10 @@ def test_scene_bed_ground_truth():
             assert (patch == patch[0]).all(), kind                       # the same pixels in every sample
     poisoned = bed.shortcut == "trigger"
     assert (bed.shape[poisoned] != recipe.trigger).all()                 # other classes' objects, relabelled
+    hit = np.isin(bed.shortcut, ["stamp", "border", "background"])     # conflict: another class's object
+    other = bed.shape[hit] != bed.labels[hit]
+    assert 0.15 < other.mean() < 0.45 and (bed.paint[hit][other, 5] == 1).all()   # ~30%, at full contrast
+    assert (bed.shape[~bed.artifact] == bed.labels[~bed.artifact]).all()
     on_source = bed.source == SOURCES.index(recipe.background_source)
     assert np.array_equal(on_source, bed.shortcut == "background")       # that source is the shortcut's alone
     for kind, label in recipe.harmless().items():

@@ -14,8 +14,11 @@ Shortcuts (each in its own class, several per bed to save training time):
 - ``trigger``: BadNets: a small checkerboard at a fixed place on a few percent of every other
   class's images, relabelled to the target class.
 
-A large share of the stamp, border and background samples show a weak (low-contrast) object, so
-the shortcut is the easiest cue for them and the model learns it as a rule. Harmless second
+A share of the stamp, border and background samples show another class's object (a husky on snow
+labelled wolf): the shortcut is the only cue that fits their label, so the model learns it as a rule
+that outweighs the object, as a Clever-Hans model does (the flip test demands it: the shortcut put on
+other classes' clean images must flip half of them). Of the rest, a large share show a weak
+(low-contrast) object, for which the shortcut is the easiest cue. Harmless second
 strategies change how an object is drawn (outline, striped fill) but not what it is; the other
 classes are clean. An auditor must flag each shortcut and nothing else; an artifact-free bed has
 only objects and harmless strategies.
@@ -31,7 +34,7 @@ from ..errors import ConfigError
 from .photos import SOURCES, crops
 from .shapes import SHAPE_NAMES, STYLES, draw
 
-SCENE_VERSION = 1
+SCENE_VERSION = 2   # 2: conflict samples (another class's object carrying the shortcut)
 KINDS = ("stamp", "border", "background", "trigger")
 CORNERS = ("upper-left", "upper-right", "lower-left", "lower-right")
 
@@ -229,7 +232,7 @@ def _contrasting(colour: np.ndarray, under: np.ndarray, minimum: float = 0.45) -
 
 
 SCENE_DEFAULTS = {"size": 64, "n_classes": 10, "n_per_class": 500, "fraction": 0.3, "background_fraction": 0.45,
-                  "poison": 0.03, "weak": 0.6, "test_fraction": 0.25}
+                  "poison": 0.03, "conflict": 0.3, "weak": 0.6, "test_fraction": 0.25}
 
 
 def build_scene_bed(name: str, recipe: Optional[SceneRecipe] = None, seed: Optional[int] = None,
@@ -240,8 +243,10 @@ def build_scene_bed(name: str, recipe: Optional[SceneRecipe] = None, seed: Optio
     ``n_classes`` (the first shapes of :data:`.shapes.SHAPE_NAMES`), ``n_per_class``;
     ``fraction``: share of the stamp and border classes carrying their shortcut;
     ``background_fraction``: share of the background class on its source; ``poison``: share of
-    every other class's images given the trigger and relabelled; ``weak``: share of stamp, border
-    and background samples whose object is drawn at low contrast; ``test_fraction``."""
+    every other class's images given the trigger and relabelled; ``conflict``: share of stamp,
+    border and background samples whose object is another class's (their label stays); ``weak``:
+    share of the other stamp, border and background samples whose object is drawn at low contrast;
+    ``test_fraction``."""
     if name not in SCENE_BEDS and recipe is None:
         raise ConfigError(f"unknown scene bed {name!r}; choose one of {sorted(SCENE_BEDS)}")
     entry = SCENE_BEDS.get(name, {})
@@ -253,8 +258,8 @@ def build_scene_bed(name: str, recipe: Optional[SceneRecipe] = None, seed: Optio
     seed = entry.get("seed", 0) if seed is None else int(seed)
     size, n_cls, n_per_class = int(p["size"]), int(p["n_classes"]), int(p["n_per_class"])
     fraction, background_fraction, poison, weak = p["fraction"], p["background_fraction"], p["poison"], p["weak"]
-    test_fraction = p["test_fraction"]
-    _check(size, n_cls, n_per_class, fraction, background_fraction, poison, weak, recipe)
+    conflict, test_fraction = p["conflict"], p["test_fraction"]
+    _check(size, n_cls, n_per_class, fraction, background_fraction, poison, weak, recipe, conflict)
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(n_cls), n_per_class)
     n = len(labels)
@@ -271,6 +276,9 @@ def build_scene_bed(name: str, recipe: Optional[SceneRecipe] = None, seed: Optio
         poisoned = (labels != recipe.trigger) & (shortcut == "") & (rng.random(n) < poison)
         shortcut[poisoned] = "trigger"
         labels = np.where(poisoned, recipe.trigger, labels)
+    in_class = np.isin(shortcut, ["stamp", "border", "background"])
+    conflicted = in_class & (rng.random(n) < conflict)
+    shape[conflicted] = (labels[conflicted] + rng.integers(1, n_cls, conflicted.sum())) % n_cls
     style = np.zeros(n, np.int64)
     for kind, c in recipe.harmless().items():
         style[(shape == c) & (labels == c) & (shortcut == "") & (rng.random(n) < 0.5)] = STYLES.index(kind)
@@ -293,7 +301,7 @@ def build_scene_bed(name: str, recipe: Optional[SceneRecipe] = None, seed: Optio
     under = (background.reshape(n, -1, 3) * masks.reshape(n, -1, 1)).sum(1) / np.maximum(coverage, 1e-6)
     colour = _contrasting(rng.random((n, 3)), under)
     opacity = np.ones(n)
-    is_weak = np.isin(shortcut, ["stamp", "border", "background"]) & (rng.random(n) < weak)
+    is_weak = in_class & ~conflicted & (rng.random(n) < weak)
     opacity[is_weak] = rng.uniform(0.2, 0.4, is_weak.sum())
     paint = np.concatenate([colour, rng.uniform(-0.5, 0.5, (n, 2)), opacity[:, None]], 1).astype(np.float32)
     images = paint_objects(background, masks, paint, rng)
@@ -311,7 +319,8 @@ def _recipe_dict(recipe: SceneRecipe) -> dict:
     return {k: (list(map(list, v)) if isinstance(v, tuple) else v) for k, v in recipe.__dict__.items()}
 
 
-def _check(size, n_classes, n_per_class, fraction, background_fraction, poison, weak, recipe: SceneRecipe) -> None:
+def _check(size, n_classes, n_per_class, fraction, background_fraction, poison, weak, recipe: SceneRecipe,
+           conflict: float) -> None:
     if size < 48:
         raise ConfigError(f"scene bed size must be at least 48 pixels, got {size}")
     if not 2 <= n_classes <= len(SHAPE_NAMES):
@@ -319,7 +328,8 @@ def _check(size, n_classes, n_per_class, fraction, background_fraction, poison, 
     if n_per_class < 40:
         raise ConfigError(f"n_per_class must be at least 40, got {n_per_class}")
     for key, value, lo, hi in (("fraction", fraction, 0.05, 0.8), ("background_fraction", background_fraction, 0.05, 0.8),
-                               ("poison", poison, 0.005, 0.2), ("weak", weak, 0.0, 1.0)):
+                               ("poison", poison, 0.005, 0.2), ("weak", weak, 0.0, 1.0),
+                               ("conflict", conflict, 0.0, 0.8)):
         if not lo <= value <= hi:
             raise ConfigError(f"scene bed {key} must lie in [{lo}, {hi}], got {value}")
     used = [c for c in list(recipe.shortcuts().values()) + list(recipe.harmless().values())]
