@@ -1,5 +1,6 @@
 """The class ranking: flags first, then the evidence that stands out most from the run's ordinary class."""
 import numpy as np
+import pytest
 
 from spray.analysis.ranking import rank_classes, robust_z
 
@@ -46,7 +47,10 @@ def test_the_ranking_depends_on_the_run_not_on_the_order_of_its_classes():
 def test_robust_z_ignores_the_outliers_and_survives_equal_values():
     z = robust_z(np.array([1.0, 1.1, 0.9, 1.0, 50.0]))
     assert abs(z[0]) < 1e-12 and z[-1] > 100       # the outlier does not widen the scale
-    mostly_equal = robust_z(np.array([0.0, 0.0, 0.0, 1.0]))    # MAD 0: the SD stands in
-    assert np.all(mostly_equal[:3] == 0) and np.isfinite(mostly_equal[3]) and mostly_equal[3] > 1
+    mostly_equal = robust_z(np.array([0.0, 0.0, 0.0, 1.0]))    # MAD 0: the smallest spread stands in
+    assert np.all(mostly_equal[:3] == 0) and mostly_equal[3] == pytest.approx(100.0)
     assert np.all(robust_z(np.array([0.3, 0.3])) == 0)
+    # classes that agree closer than the printed precision: no spread below 0.01 is divided by
+    close = robust_z(np.array([0.0, 1e-5, 2e-5, 0.0, 0.5]))
+    assert close[-1] == pytest.approx(50.0, abs=0.01) and abs(close[1]) <= 1e-3
     assert np.all(robust_z(np.array([0.3])) == 0)

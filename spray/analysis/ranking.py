@@ -16,7 +16,7 @@ The two are on different scales, and what is ordinary on each depends on the run
 1300 look-alike heatmaps has a relative eigengap near 0.55 whatever the class; a near-miss suspicion
 is a few hundredths). So each evidence is measured against the run's own classes: a robust z-score,
 ``(value - median) / (1.4826 * MAD)`` over the classes of this run, which the few unusual classes do
-not move. A class's score is its larger z: the evidence that stands out most from the ordinary class,
+not move (a spread below 0.01, the precision the report prints, counts as 0.01). A class's score is its larger z: the evidence that stands out most from the ordinary class,
 whichever it is (a clean split into harmless strategies is worth a look as much as a near-miss
 cluster; nothing is weighted or fitted to a bed). Ties go to the larger sum of both. ``evidence``
 says in words what put the class where it is. The benchmark (benchmarks/bench_scale.py) prints the
@@ -31,6 +31,10 @@ import numpy as np
 from .suspicion import MIN_SHARE, MIN_SIZE
 
 MAD_TO_SIGMA = 1.4826   # the MAD of a normal distribution is 0.6745 sigma
+#: the smallest spread a z-score divides by: both evidences are fractions (the gap of 0..1, suspicion
+#: in units of the threshold) that the report prints to two decimals; a difference of less than 0.01
+#: means nothing, and a run whose classes agree closer than that must not turn it into 1000s of SDs
+MIN_SCALE = 0.01
 
 
 def evidence(record: dict, threshold: float) -> Dict[str, object]:
@@ -53,16 +57,12 @@ def evidence(record: dict, threshold: float) -> Dict[str, object]:
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
-    """(value - median) / (1.4826 MAD) over ``values``; the standard deviation stands in where over half
-    the values are equal (MAD 0), and all-equal values score 0."""
+    """(value - median) / (1.4826 MAD) over ``values``, the spread no less than ``MIN_SCALE`` (also where
+    over half the values are equal: MAD 0)."""
     values = np.asarray(values, dtype=np.float64)
     centre = float(np.median(values))
     scale = MAD_TO_SIGMA * float(np.median(np.abs(values - centre)))
-    if scale <= 1e-12:
-        scale = float(np.std(values))
-    if scale <= 1e-12:
-        return np.zeros_like(values)
-    return (values - centre) / scale
+    return (values - centre) / max(scale, MIN_SCALE)
 
 
 def is_flagged(record: dict) -> bool:
