@@ -35,6 +35,8 @@ def test_a_clean_split_of_harmless_strategies_is_ranked_right_after_the_flags():
     assert split["score"] == split["eigengap_z"] > 10 and split["evidence"].startswith("eigengap 1.00 at k=2")
     assert ranked[2]["attention"]["evidence"].startswith("not flagged; strongest: cluster 1")
     assert ranked[0]["attention"]["evidence"].startswith("flagged: cluster 1")
+    assert "robust SD" not in ranked[0]["attention"]["evidence"].split(";")[0]   # flags come first anyway
+    assert not any("-0.0 " in r["attention"]["evidence"] for r in ranked)
 
 
 def test_the_ranking_depends_on_the_run_not_on_the_order_of_its_classes():

@@ -65,6 +65,14 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return (values - centre) / max(scale, MIN_SCALE)
 
 
+def _sd(z: float) -> str:
+    """A z-score in words: one decimal below 10, whole numbers above (no "-0.0")."""
+    z = float(z)
+    if abs(z) >= 10:
+        return f"{z:+.0f} robust SD"
+    return f"{round(z, 1) + 0.0:+.1f} robust SD"
+
+
 def is_flagged(record: dict) -> bool:
     return any(c["flagged"] for c in record["clusters"])
 
@@ -80,10 +88,14 @@ def rank_classes(records: Iterable[dict], threshold: float) -> List[dict]:
     z_sus = robust_z(np.array([e["suspicion"] for e in raw]))
     gap_median = float(np.median([e["gap"] for e in raw]))
     for record, e, zg, zs in zip(records, raw, z_gap, z_sus):
-        spectrum = (f"eigengap {e['gap']:.2f} at k={int(record['k'])} ({zg:+.1f} robust SD from the run's "
+        spectrum = (f"eigengap {e['gap']:.2f} at k={int(record['k'])} ({_sd(zg)} from the run's "
                     f"median class, {gap_median:.2f})")
-        cluster = e["cluster"] if not e["reportable"] else (
-            f"{e['cluster']} (threshold {threshold:.2f}; {zs:+.1f} robust SD from the run's median class)")
+        if not e["reportable"]:
+            cluster = e["cluster"]
+        elif is_flagged(record):   # flagged classes come first whatever their z
+            cluster = f"{e['cluster']} (threshold {threshold:.2f})"
+        else:
+            cluster = f"{e['cluster']} (threshold {threshold:.2f}; {_sd(zs)} from the run's median class)"
         first, second = (spectrum, cluster) if zg > zs and not is_flagged(record) else (cluster, spectrum)
         record["attention"] = {"score": float(max(zg, zs)), "eigengap_z": float(zg), "suspicion_z": float(zs),
                                "evidence": f"{first}; {second}"}
