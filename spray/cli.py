@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import List, Optional
 
 from . import __version__, console
 from .errors import ConfigError, SprayError, storage_error, write_failure
+from .interrupts import CtrlC
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 EXIT_CODES = """exit codes:
@@ -26,14 +26,6 @@ EXIT_CODES = """exit codes:
   2  bad configuration: an unknown or mistyped job key, a missing file, a wrong argument
      (the message names the key or file and the fix)"""
 INIT_DEFAULT = "spray-job.yaml"
-
-
-def _interrupted_sync(record: logging.LogRecord) -> bool:
-    """Drop the traceback distributed's ``sync()`` logs when Ctrl-C lands before it started waiting
-    (its ``cancel`` callback reads a variable not yet set: NameError); the interrupt itself is then
-    reported as one line by :func:`main`. Every other record passes."""
-    error = record.exc_info[1] if record.exc_info else None
-    return not (isinstance(error, NameError) and "sync.<locals>.cancel" in record.getMessage())
 
 
 def _overrides(pairs: List[str]) -> dict:
@@ -268,34 +260,24 @@ def _failure(err: BaseException) -> str:
     return f"{type(err).__name__}: {text} (an unexpected error; SPRAY_TRACEBACK=1 shows where it came from)"
 
 
-def _quiet_unraisable(unraisable) -> None:
-    """Errors Python cannot raise (h5py objects freed after a failed write) are logged, not
-    printed as tracebacks: the error that stopped the command is the message."""
-    logging.getLogger("spray").debug("ignored while cleaning up: %s", unraisable.exc_value)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     console.setup(_verbosity(args))
-    logging.getLogger("tornado.application").addFilter(_interrupted_sync)
-    hook = sys.unraisablehook
-    if not os.environ.get("SPRAY_TRACEBACK"):
-        sys.unraisablehook = _quiet_unraisable
-    try:
-        return args.func(args)
-    except ConfigError as err:
-        print(f"spray: configuration error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    except KeyboardInterrupt:
-        print("spray: interrupted; finished shards are kept, re-run the same command to resume", file=sys.stderr)
-        return EXIT_FAILED
-    except Exception as err:
-        if os.environ.get("SPRAY_TRACEBACK"):
-            raise
-        print(f"spray: error: {_failure(err)}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        sys.unraisablehook = hook
+    with CtrlC() as ctrl_c:
+        try:
+            return args.func(args)
+        except ConfigError as err:
+            print(f"spray: configuration error: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+        except KeyboardInterrupt:
+            ctrl_c.caught()
+            print("spray: interrupted; finished shards are kept, re-run the same command to resume", file=sys.stderr)
+            return EXIT_FAILED
+        except Exception as err:
+            if os.environ.get("SPRAY_TRACEBACK"):
+                raise
+            print(f"spray: error: {_failure(err)}", file=sys.stderr)
+            return EXIT_FAILED
 
 
 if __name__ == "__main__":
