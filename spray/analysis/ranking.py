@@ -16,8 +16,8 @@ The two are on different scales, and what is ordinary on each depends on the run
 1300 look-alike heatmaps has a relative eigengap near 0.55 whatever the class; a near-miss suspicion
 is a few hundredths). So each evidence is measured against the run's own classes: a robust z-score,
 ``(value - median) / (1.4826 * MAD)`` over the classes of this run, which the few unusual classes do
-not move (a spread below 0.01, the precision the report prints, counts as 0.01). A class's score is its larger z: the evidence that stands out most from the ordinary class,
-whichever it is (a clean split into harmless strategies is worth a look as much as a near-miss
+not move (a spread below 0.01, the precision the report prints, counts as 0.01). A class's score
+is its larger z: the evidence that stands out most from the ordinary class, whichever it is (a clean split into harmless strategies is worth a look as much as a near-miss
 cluster; nothing is weighted or fitted to a bed). Ties go to the larger sum of both. ``evidence``
 says in words what put the class where it is. The benchmark (benchmarks/bench_scale.py) prints the
 planted classes' ranks under this order, under the eigengap alone and under the suspicion alone.
@@ -87,19 +87,20 @@ def rank_classes(records: Iterable[dict], threshold: float) -> List[dict]:
     z_gap = robust_z(np.array([e["gap"] for e in raw]))
     z_sus = robust_z(np.array([e["suspicion"] for e in raw]))
     gap_median = float(np.median([e["gap"] for e in raw]))
+    flagged = {id(r): is_flagged(r) for r in records}
     for record, e, zg, zs in zip(records, raw, z_gap, z_sus):
         spectrum = (f"eigengap {e['gap']:.2f} at k={int(record['k'])} ({_sd(zg)} from the run's "
                     f"median class, {gap_median:.2f})")
         if not e["reportable"]:
             cluster = e["cluster"]
-        elif is_flagged(record):   # flagged classes come first whatever their z
+        elif flagged[id(record)]:   # flagged classes come first whatever their z
             cluster = f"{e['cluster']} (threshold {threshold:.2f})"
         else:
             cluster = f"{e['cluster']} (threshold {threshold:.2f}; {_sd(zs)} from the run's median class)"
-        first, second = (spectrum, cluster) if zg > zs and not is_flagged(record) else (cluster, spectrum)
+        first, second = (spectrum, cluster) if zg > zs and not flagged[id(record)] else (cluster, spectrum)
         record["attention"] = {"score": float(max(zg, zs)), "eigengap_z": float(zg), "suspicion_z": float(zs),
                                "evidence": f"{first}; {second}"}
-    ordered = sorted(records, key=lambda r: (not is_flagged(r), -r["attention"]["score"],
+    ordered = sorted(records, key=lambda r: (not flagged[id(r)], -r["attention"]["score"],
                                              -(r["attention"]["eigengap_z"] + r["attention"]["suspicion_z"]),
                                              r["label"]))
     for rank, record in enumerate(ordered, 1):

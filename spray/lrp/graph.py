@@ -59,6 +59,8 @@ class Graph:
     input_modules: List[nn.Module] = field(default_factory=list)
     #: ids of tensors changed in place by an operation
     mutated: set = field(default_factory=set)
+    #: the probe's tensors, alive while the graph is read so that their ids stay unique
+    kept: List[Tensor] = field(default_factory=list, repr=False, compare=False)
 
     def users(self, tensor_id: int) -> List[Use]:
         return self.uses.get(tensor_id, [])
@@ -66,7 +68,7 @@ class Graph:
     def release(self) -> None:
         """Drop the probe's tensors (they keep the ids unique while the graph is read): a forward's
         activations, which must not live into the first batch."""
-        self._keep = []
+        self.kept = []
 
 
 def activations(tree) -> List[Tensor]:
@@ -162,5 +164,5 @@ def probe(model: nn.Module, x: Tensor, router: Router, is_fast: Callable[[nn.Mod
     graph.output_id = id(out)
     graph.output_shape = tuple(out.shape)
     keep.append(out)
-    graph._keep = keep  # ids stay unique while the graph lives
+    graph.kept = keep
     return graph
