@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, List
 
@@ -64,11 +65,25 @@ def write_job(path: Path, job: dict, **changes) -> Path:
     return path
 
 
+@contextmanager
+def ctrl_c_handled():
+    """SIGINT raises KeyboardInterrupt in this process and reaches the children started meanwhile, as
+    in a terminal. A test runner started as a background job (``cmd &`` in a shell without job
+    control) ignores SIGINT, and an ignored signal stays ignored in every child it starts."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def spray(*args, cwd=None, env=None) -> subprocess.Popen:
-    """`spray ARGS` as a child in its own process group (so a signal reaches its workers too)."""
-    return subprocess.Popen([sys.executable, "-m", "spray.cli", *map(str, args)], cwd=cwd,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """`spray ARGS` as a child in its own process group (so a signal reaches its workers too), with
+    Ctrl-C at its default as if typed in a terminal."""
+    with ctrl_c_handled():
+        return subprocess.Popen([sys.executable, "-m", "spray.cli", *map(str, args)], cwd=cwd,
+                                env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
