@@ -3,7 +3,7 @@
 Python raises KeyboardInterrupt wherever the main thread happens to be when the signal arrives. If
 that is a finaliser (a dask future or an h5py object being freed: ``__del__``, a weakref callback,
 the garbage collector), Python cannot raise it and hands it to ``sys.unraisablehook`` instead, so
-the command would go on to its end as if Ctrl-C had never been pressed (seen under load in CI).
+the command would go on to its end as if Ctrl-C had never been pressed.
 :class:`CtrlC` sends such a lost interrupt to the main thread again until the command has caught it.
 
 The same context quiets what is noise once the user has interrupted: errors raised in finalisers

@@ -116,8 +116,8 @@ def test_ctrl_c_on_a_local_cluster_is_one_line_and_the_run_resumes(project, tmp_
 
 
 def test_ctrl_c_that_lands_in_a_finaliser_still_stops_the_command():
-    """Python cannot raise from a ``__del__``: a Ctrl-C arriving while the client freed a dask future
-    was swallowed and the run went on to its end (seen in CI under load). It must stop the run."""
+    """Python cannot raise from a ``__del__``: a Ctrl-C arriving while the client frees a dask future
+    would be swallowed and the run would go on to its end. It must stop the run."""
     from spray.interrupts import CtrlC
 
     class Freed:
