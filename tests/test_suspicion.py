@@ -101,6 +101,47 @@ def test_a_consistent_background_is_flagged_non_local():
     assert "colours the class typically hardly looks at" in found.reason
 
 
+def _photo_crops(n: int, size: int, seed: int, dominant: float = 0.4) -> np.ndarray:
+    """Crops of one photo: a ``dominant`` share of brown texture everywhere, the rest a hue that runs
+    across the photo, so that crops from far apart share only the brown and crops from nearby share
+    nearly all (a photo background source)."""
+    rng = np.random.default_rng(seed)
+    width = 8 * size
+    hue = np.linspace(0, 1, width)
+    photo = np.stack([0.5 + 0.5 * np.cos(2 * np.pi * (hue - k / 3)) for k in range(3)], -1)   # (width, 3)
+    starts = rng.integers(0, width - size, n)
+    crops = np.stack([np.broadcast_to(photo[x:x + size][:, None], (size, size, 3)).transpose(1, 0, 2)
+                      for x in starts]).copy()
+    crops[rng.random(crops.shape[:3]) < dominant] = [0.6, 0.4, 0.2]
+    return (crops + 0.03 * rng.random(crops.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("looked_at", [True, False])
+def test_a_photo_background_is_flagged_by_its_look_alike_inputs_only_where_the_model_looks_at_it(looked_at):
+    """Crops of one photo differ in colour from crop to crop (no common colour profile), but each
+    crop's look-alikes are crops of the same photo: a non-local finding when the members' relevance
+    lies on them; the same group is no finding when its relevance stays on its objects."""
+    maps, pixels, _ = _maps_with_moving_objects(seed=4)
+    n = len(maps)
+    photo = np.arange(n) < 50
+    objects = np.repeat(np.repeat(maps > 0.05 * maps.max((1, 2), keepdims=True), 2, 1), 2, 2)
+    background = photo[:, None, None] & ~objects                 # the object keeps its own pixels
+    pixels[background] = _photo_crops(n, pixels.shape[1], seed=5, dominant=0.25)[background]
+    if looked_at:
+        maps[photo] = 0.3 * maps[photo] + 0.7 * maps[photo].sum((1, 2))[:, None, None] / 256
+    maps /= maps.sum((1, 2), keepdims=True)
+    scores = score_clusters(maps, photo.astype(int), None, factor=(2, 2), pixels=pixels)
+    found = {s.cluster: s for s in scores.clusters}[1]
+    assert found.colour_consistency < 0.5 and found.look_consistency > 0.5, found
+    if looked_at:
+        assert found.flagged and found.kind == "non-local" and found.decided_by == "input look", found.reason
+        assert found.reason.startswith("suspicious (non-local shortcut") and "look alike" in found.reason
+        assert scores.sample_score[photo].min() > scores.sample_score[~photo].max()
+    else:
+        assert not found.flagged and found.reason.startswith("not flagged"), found.reason
+        assert not any(s.flagged for s in scores.clusters)
+
+
 def test_nothing_is_flagged_without_pixels():
     maps, _, _ = _maps_with_moving_objects()
     labels = (np.arange(len(maps)) < 40).astype(int)
