@@ -47,8 +47,12 @@ and cannot be told from its object by any within-class contrast (spray does not 
 A sample's score is the largest, over its class's clusters, of separation x consistency x that
 sample's own magnitude for the cluster's finding (its relevance share in the consistent region
 times how closely its pixels there match the members' picture; or its relevance share on the
-cluster's own colours beyond the class's median share): a tagged sample scores high even where
-SpRAy put it into another cluster, so samples can be ranked for review.
+cluster's own colours beyond the class's median share). Where a cluster's members are look-alikes
+(a lift of at least ``LOOK_LIFT``), whichever kind decided, a sample's share of member look-alikes
+counts too (separation x lift x that share x the cluster's excess relevance on its own colours): a
+background can also be alike at one corner and be flagged by its pixels there, while its other
+members differ at that corner. A tagged sample scores high even where SpRAy put it into another
+cluster, so samples can be ranked for review.
 
 Measured with the defaults (development beds; `benchmarks/bench_detect.py` prints the full table):
 watermark F1 1.00, background F1 1.00, scenes-small stamp F1 0.98, each ranked first with sample
@@ -348,6 +352,8 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         else:
             evidence = local.evidence if kind == "local" else non_local.evidence
         sample = np.maximum(sample, separation * max(consistency, 0) * evidence)
+        if non_local.look >= LOOK_LIFT and non_local.look_share is not None:   # whichever kind decided
+            sample = np.maximum(sample, separation * non_local.look * non_local.look_share * max(non_local.off, 0))
         consistent = consistency >= (LOOK_LIFT if by_look else CONSISTENT)
         flagged = bool(score >= threshold and consistent and separation >= SEPARATED
                        and size >= MIN_SIZE and share >= MIN_SHARE)
