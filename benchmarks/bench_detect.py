@@ -6,6 +6,7 @@ that are not mostly planted samples), the samples' AUROC within the shortcut's c
 
     python benchmarks/bench_detect.py                      # development beds (digits and scenes)
     python benchmarks/bench_detect.py --set held-out       # the held-out beds, reported apart
+    python benchmarks/bench_detect.py --set validation     # beds added after the design was fixed
     python benchmarks/bench_detect.py --beds scenes --methods spray art-ac
 
 Peers, as their users would run them:
@@ -54,7 +55,8 @@ from spray.models.loading import load_model  # noqa: E402
 from spray.store import HeatmapStore  # noqa: E402
 
 BEDS = {"development": ["watermark", "background", "scenes", "scenes-clean"],
-        "held-out": ["scenes-heldout", "scenes-heldout-clean"]}
+        "held-out": ["scenes-heldout", "scenes-heldout-clean"],
+        "validation": ["scenes-fresh", "scenes-fresh-clean"]}
 METHODS = ("spray", "spray-eigengap", "art-ac", "art-ss")
 SEED = 0
 

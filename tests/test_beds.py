@@ -122,3 +122,22 @@ def test_the_ci_scene_bed_is_good_and_uses_its_shortcut(scene_bed):
     assert info["clean_accuracy"] >= 0.9 and not scene_bed.failed
     stamp = info["shortcuts"]["stamp"]
     assert stamp["flip"]["rate"] >= 0.5 and stamp["base_rate"] < 0.2 and stamp["flip"]["n"] > 200
+
+
+def test_an_edited_scene_bed_is_not_served_from_the_cache_of_its_old_definition(monkeypatch):
+    """The cache key covers the named bed's definition (recipe, seed, size): editing a bed in
+    SCENE_BEDS (another background source, say) must train a new model, not reuse the old one."""
+    from dataclasses import replace
+
+    from spray.datasets import train
+    from spray.datasets.beds import bed_key
+
+    original = SCENE_BEDS["scenes-small"]
+    before = bed_key(train._plan("scenes-small", None, {})["key"])
+    monkeypatch.setitem(SCENE_BEDS, "scenes-small",
+                        {**original, "recipe": replace(original["recipe"], stamp_corner="upper-right")})
+    assert bed_key(train._plan("scenes-small", None, {})["key"]) != before
+    monkeypatch.setitem(SCENE_BEDS, "scenes-small", {**original, "seed": original["seed"] + 1})
+    assert bed_key(train._plan("scenes-small", None, {})["key"]) != before
+    monkeypatch.setitem(SCENE_BEDS, "scenes-small", original)
+    assert bed_key(train._plan("scenes-small", None, {})["key"]) == before

@@ -87,6 +87,17 @@ SCENE_BEDS: Dict[str, dict] = {
                                 "to 6 (upper left); harmless outline in 3, stripes in 0"},
     "scenes-heldout-clean": {"recipe": SceneRecipe(outline=6, striped=2), "seed": 101, "set": "held-out",
                              "about": "no artifact; harmless outline in 6, stripes in 2"},
+    # added after the look evidence's bar was set on the beds above: a validation the design never saw
+    "scenes-fresh": {"recipe": SceneRecipe(stamp=1, stamp_corner="lower-right",
+                                           stamp_colours=((0, 120, 60), (250, 250, 250)),
+                                           border=5, border_colours=((200, 0, 200), (250, 250, 0)),
+                                           background=3, background_source="chelsea",
+                                           trigger=8, trigger_corner="upper-right", outline=0, striped=7),
+                     "seed": 200, "set": "validation",
+                     "about": "stamp on class 1 (lower right), border on 5, cat (chelsea) background on 3, trigger "
+                              "to 8 (upper right); harmless outline in 0, stripes in 7"},
+    "scenes-fresh-clean": {"recipe": SceneRecipe(outline=4, striped=9), "seed": 201, "set": "validation",
+                           "about": "no artifact; harmless outline in 4, stripes in 9"},
     "scenes-small": {"recipe": SceneRecipe(stamp=2, outline=1), "seed": 7, "set": "ci",
                      "params": {"n_classes": 4, "n_per_class": 500},
                      "about": "four classes (disc, square, triangle, star): stamp on 2, harmless outline in 1 (CI)"},

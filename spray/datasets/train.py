@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Optional, Union
 
@@ -191,8 +191,10 @@ def _plan(name: str, epochs: Optional[int], params: dict) -> dict:
         n_classes = {**SCENE_DEFAULTS, **SCENE_BEDS[name].get("params", {}), **params}["n_classes"]
         model = {"factory": SCENE_MODEL["factory"], "kwargs": {**SCENE_MODEL["kwargs"], "num_classes": n_classes}}
         train_seed = params.pop("train_seed", 0)
+        definition = {"recipe": asdict(SCENE_BEDS[name]["recipe"]), "seed": SCENE_BEDS[name]["seed"],
+                      "params": SCENE_BEDS[name].get("params", {})}   # an edited bed is a new bed
         return {"key": {"bed": name, **params, "model": model, "training": training, "train_seed": train_seed,
-                        "version": SCENE_VERSION},
+                        "version": SCENE_VERSION, "definition": definition},
                 "model": model, "training": training}
     raise ConfigError(f"unknown test bed {name!r}; choose one of {sorted(BEDS) + sorted(SCENE_BEDS)}")
 
