@@ -17,9 +17,10 @@ The two are on different scales, and what is ordinary on each depends on the run
 is a few hundredths). So each evidence is measured against the run's own classes: a robust z-score,
 ``(value - median) / (1.4826 * MAD)`` over the classes of this run, which the few unusual classes do
 not move (a spread below 0.01, the precision the report prints, counts as 0.01). A class's score
-is its larger z: the evidence that stands out most from the ordinary class, whichever it is (a clean split into harmless strategies is worth a look as much as a near-miss
-cluster; nothing is weighted or fitted to a bed). Ties go to the larger sum of both. ``evidence``
-says in words what put the class where it is. The benchmark (benchmarks/bench_scale.py) prints the
+is its larger z: the evidence that stands out most from the ordinary class, whichever it is (a
+clean split into harmless strategies is worth a look as much as a near-miss cluster; nothing is
+weighted or fitted to a bed). Ties go to the larger sum of both. ``evidence`` says in words what
+put the class where it is. The benchmark (benchmarks/bench_scale.py) prints the
 planted classes' ranks under this order, under the eigengap alone and under the suspicion alone.
 """
 from __future__ import annotations

@@ -236,16 +236,20 @@ def _grow(region: np.ndarray, pixels: np.ndarray, members: np.ndarray, q: int, s
     return region
 
 
+def _colour_bins(pixels: np.ndarray, levels: int) -> np.ndarray:
+    """(n, H, W): each pixel's quantised colour, offset per sample so that one bincount serves all."""
+    level = np.clip((pixels * levels).astype(np.int64), 0, levels - 1)
+    bins = (level[..., 0] * levels + level[..., 1]) * levels + level[..., 2]
+    return bins + (np.arange(len(pixels)) * levels ** 3)[:, None, None]
+
+
 def colour_histograms(pooled: np.ndarray, pixels: np.ndarray, levels: int = COLOUR_LEVELS) -> np.ndarray:
     """(n, levels**3): each sample's relevance (its normalised map, spread evenly over the pixels of
     a cell) per quantised colour."""
     n, h, w = pooled.shape
     q = pixels.shape[1] // h
-    level = np.clip((pixels * levels).astype(np.int64), 0, levels - 1)
-    bins = (level[..., 0] * levels + level[..., 1]) * levels + level[..., 2]            # (n, H, W)
     weights = np.repeat(np.repeat(pooled, q, axis=1), q, axis=2) / (q * q)
-    offsets = (np.arange(n) * levels ** 3)[:, None, None]
-    hist = np.bincount((bins + offsets).ravel(), weights=weights.ravel(), minlength=n * levels ** 3)
+    hist = np.bincount(_colour_bins(pixels, levels).ravel(), weights=weights.ravel(), minlength=n * levels ** 3)
     return hist.reshape(n, levels ** 3)
 
 
@@ -262,9 +266,9 @@ def look_neighbours(pixels: np.ndarray, k: int = LOOK_NEIGHBOURS) -> np.ndarray:
     """(n, k): each sample's nearest samples of its class by the colour distribution of its whole
     input (no relevance): photos from one source are each other's look-alikes."""
     from .graph import knn_indices
-    n, h, w = pixels.shape[0], pixels.shape[1], pixels.shape[2]
-    hist = colour_histograms(np.ones((n, h, w)), pixels) / (h * w)
-    return knn_indices(hist, k, "exact")[0]
+    n, h, w = pixels.shape[:3]
+    counts = np.bincount(_colour_bins(pixels, COLOUR_LEVELS).ravel(), minlength=n * COLOUR_LEVELS ** 3)
+    return knn_indices(counts.reshape(n, -1) / (h * w), k, "exact")[0]
 
 
 def _look(neighbours: np.ndarray, members: np.ndarray) -> Tuple[float, np.ndarray]:
@@ -347,11 +351,9 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         by_look = by_look and kind == "non-local"
         consistency = local.consistency if kind == "local" else non_local_consistency
         score = local_score if kind == "local" else colour_score
-        if by_look:
-            evidence = non_local.look_share * max(non_local.off, 0)
-        else:
+        if not by_look:
             evidence = local.evidence if kind == "local" else non_local.evidence
-        sample = np.maximum(sample, separation * max(consistency, 0) * evidence)
+            sample = np.maximum(sample, separation * max(consistency, 0) * evidence)
         if non_local.look >= LOOK_LIFT and non_local.look_share is not None:   # whichever kind decided
             sample = np.maximum(sample, separation * non_local.look * non_local.look_share * max(non_local.off, 0))
         consistent = consistency >= (LOOK_LIFT if by_look else CONSISTENT)
