@@ -98,6 +98,15 @@ SCENE_BEDS: Dict[str, dict] = {
                               "to 8 (upper right); harmless outline in 0, stripes in 7"},
     "scenes-fresh-clean": {"recipe": SceneRecipe(outline=4, striped=9), "seed": 201, "set": "validation",
                            "about": "no artifact; harmless outline in 4, stripes in 9"},
+    # a second validation bed, added when the first one's model did not use its background (46% flips)
+    "scenes-fresh2": {"recipe": SceneRecipe(stamp=6, stamp_corner="upper-left", stamp_glyph="c5",
+                                            stamp_colours=((255, 140, 0), (20, 20, 120)),
+                                            border=0, border_colours=((0, 200, 200), (120, 0, 0)),
+                                            background=2, background_source="motorcycle",
+                                            trigger=4, trigger_corner="lower-left", outline=9, striped=5),
+                      "seed": 300, "set": "validation",
+                      "about": "stamp on class 6 (upper left), border on 0, motorcycle background on 2, trigger "
+                               "to 4 (lower left); harmless outline in 9, stripes in 5"},
     "scenes-small": {"recipe": SceneRecipe(stamp=2, outline=1), "seed": 7, "set": "ci",
                      "params": {"n_classes": 4, "n_per_class": 500},
                      "about": "four classes (disc, square, triangle, star): stamp on 2, harmless outline in 1 (CI)"},
