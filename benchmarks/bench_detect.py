@@ -76,20 +76,23 @@ class Penultimate(nn.Module):
 
 
 def explained(bed, out: Path) -> Path:
+    """The bed's heatmap store in ``out``, explained where missing. A cached store made for another
+    model (the bed retrained) or by another store format is explained again, never reused."""
     store = out / bed.info["name"] / "store"
-    if (store / "heatmaps.h5").exists():
+    spec = ExplainSpec(data={"type": "npz", "path": str(bed.data)},
+                       model={**bed.info["model"], "weights": str(bed.weights)}, preprocess=bed.info["preprocess"],
+                       composite="epsilon_gamma_box", batch_size=64)
+    started = time.perf_counter()
+    for attempt in (0, 1):
         try:
-            with HeatmapStore(store):
-                pass
-        except ConfigError as err:  # a cached store of another store format: explained again
+            result = run_explain(spec, store, shard_size=512, cluster=ClusterSpec(mode="synchronous"), progress=False)
+            break
+        except ConfigError as err:
+            if attempt or not store.exists():
+                raise
             print(f"  {err}: explaining again", flush=True)
             shutil.rmtree(store)
-    if not (store / "heatmaps.h5").exists():
-        spec = ExplainSpec(data={"type": "npz", "path": str(bed.data)},
-                           model={**bed.info["model"], "weights": str(bed.weights)}, preprocess=bed.info["preprocess"],
-                           composite="epsilon_gamma_box", batch_size=64)
-        started = time.perf_counter()
-        run_explain(spec, store, shard_size=512, cluster=ClusterSpec(mode="synchronous"), progress=False)
+    if result.computed_samples:
         print(f"  explained {bed.info['name']} in {time.perf_counter() - started:.0f} s", flush=True)
     return store
 

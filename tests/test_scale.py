@@ -88,6 +88,16 @@ def test_unchanged_classes_are_reused_and_equal_a_fresh_run(small_store, tmp_pat
     assert other["reuse"]["classes_reused"] == 0
 
 
+def test_a_class_result_of_other_analysis_code_is_not_reused(small_store, tmp_path, monkeypatch):
+    """An edited analysis (a development install keeps its version number) recomputes every class."""
+    from spray.analysis import parts
+    params = AnalysisParams(**FAST)
+    analyze_store(small_store, tmp_path / "run", params, progress=False)
+    monkeypatch.setattr(parts, "code_digest", lambda: "another analysis")
+    again = analyze_store(small_store, tmp_path / "run", params, progress=False)
+    assert again["reuse"]["classes_reused"] == 0 and again["reuse"]["classes_recomputed"] == 6
+
+
 RESUME_SCRIPT = """
 import sys
 from spray.analysis import AnalysisParams, analyze_store

@@ -88,6 +88,24 @@ def test_a_fixed_tag_is_flagged_and_a_moving_object_is_not():
     assert scores.sample_score[tagged].min() > scores.sample_score[~tagged].max()
 
 
+def test_a_tag_on_a_background_unlike_the_other_members_scores_as_high_as_they_do():
+    """A sample's match is judged on the tag's own pixels: the cells around a tag that does not fill
+    them also hold background, and a tagged sample whose background there is unlike the other
+    members' still carries the same tag (scored 0 when its match counted the whole cells)."""
+    maps, pixels, _ = _maps_with_moving_objects(seed=6)
+    n = len(maps)
+    tagged = np.arange(n) < 40
+    maps[tagged, 0:3, 12:16] += 0.5 * maps[tagged].sum((1, 2))[:, None, None] / 12
+    pixels[:10, 0:6, 24:32] = 1.0                       # a white background behind ten of the tags
+    pixels[tagged, 1:5, 25:31] = [1.0, 0.9, 0.2]        # the tag fills the cells' middle only
+    maps /= maps.sum((1, 2), keepdims=True)
+    scores = score_clusters(maps, tagged.astype(int), None, factor=(2, 2), pixels=pixels)
+    tag = {s.cluster: s for s in scores.clusters}[1]
+    assert tag.flagged and tag.kind == "local", tag.reason
+    assert scores.sample_score[:10].min() > 0.5 * np.median(scores.sample_score[tagged]), scores.sample_score[:10]
+    assert scores.sample_score[tagged].min() > scores.sample_score[~tagged].max()
+
+
 def test_a_consistent_background_is_flagged_non_local():
     maps, pixels, _ = _maps_with_moving_objects(seed=1)
     n = len(maps)

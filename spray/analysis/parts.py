@@ -6,7 +6,8 @@ re-run reuses every finished class. The key is a sha256 over what the result dep
 analysis parameters, the class's sample ids in store order and the store's digest of the class
 (:meth:`HeatmapStore.class_digest`: the store's identity and each sample's id, label and content
 digest, i.e. what its heatmaps were computed from). A class is therefore redone exactly when its
-samples, their heatmaps or the parameters changed.
+samples, their heatmaps, the parameters or the analysis code changed (the key holds a digest of
+this package's source, so an edited or upgraded analysis never serves a result of the old one).
 
 Part files hold positions within the class, never store rows: when another class grows, this
 class's rows shift, and the merge maps positions to the current rows. 2-D maps (t-SNE/UMAP) go to
@@ -20,6 +21,7 @@ import os
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Sequence
 
@@ -36,7 +38,18 @@ NOT_IN_KEY = ("classes", "min_class_size", "embeddings", "embed_top")
 
 def params_key(params) -> str:
     fields = {k: v for k, v in asdict(params).items() if k not in NOT_IN_KEY}
-    return _sha(PART_FORMAT, __version__, fields)
+    return _sha(PART_FORMAT, __version__, code_digest(), fields)
+
+
+@lru_cache(maxsize=None)
+def code_digest() -> str:
+    """sha256 of the source of :mod:`spray.analysis`, which computes every class result: a
+    development install changes it without a new version number."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def _sha(*parts) -> str:

@@ -46,7 +46,8 @@ and cannot be told from its object by any within-class contrast (spray does not 
 
 A sample's score is the largest, over its class's clusters, of separation x consistency x that
 sample's own magnitude for the cluster's finding (its relevance share in the consistent region
-times how closely its pixels there match the members' picture; or its relevance share on the
+times how closely its pixels match the members' picture on the artifact's own consistent pixels,
+not on the whole cells, whose background varies; or its relevance share on the
 cluster's own colours beyond the class's median share). Where a cluster's members are look-alikes
 (a lift of at least ``LOOK_LIFT``), whichever kind decided, a sample's share of member look-alikes
 counts too (separation x lift x that share x the cluster's excess relevance on its own colours): a
@@ -201,9 +202,14 @@ def _local(pooled, members, pixels, q) -> _Local:
     consistency = _consistency(d, members)
     share = pooled[:, region].sum(1)
     hot = float(share[members].mean() - np.median(share))
+    patch = _patch(region, pixels, members, q)
+    # a sample's match is judged on the artifact's own pixels: the cells also hold background,
+    # which differs from member to member (a tag on another background is still the tag)
+    if patch.any():
+        d = _distance_to_template(pixels, patch, members)
     typical = np.median(d)
     match = np.clip(1.0 - d / typical, 0, 1) if typical > 0 else np.zeros(n)
-    return _Local(region, hot, consistency, share * match, _patch(region, pixels, members, q))
+    return _Local(region, hot, consistency, share * match, patch)
 
 
 def _patch(region: np.ndarray, pixels: np.ndarray, members: np.ndarray, q: int) -> np.ndarray:
