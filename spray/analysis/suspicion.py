@@ -64,6 +64,11 @@ quarter of the way from chance to every look-alike a member) was set after looki
 beds, the held-out ones included, so those beds do not validate it: clusters without a shortcut
 reach 0.23 there (the clean rest of the background class, look-closed by exclusion; its score
 stays at 0.01 for want of relevance on its own colours), the background cluster it decides 0.47.
+
+What it cannot see: a shortcut whose carriers SpRAy's relevance clusters do not group. On the
+validation bed ``scenes-fresh2`` (a background on 49% of its class, which the model uses just
+enough: 50% flips) no cluster holds more than 54% carriers and nothing is flagged, though the
+carriers as a group would pass every bar (score 0.09, separation 0.62, look lift 0.96).
 """
 from __future__ import annotations
 

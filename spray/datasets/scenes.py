@@ -107,6 +107,15 @@ SCENE_BEDS: Dict[str, dict] = {
                       "seed": 300, "set": "validation",
                       "about": "stamp on class 6 (upper left), border on 0, motorcycle background on 2, trigger "
                                "to 4 (lower left); harmless outline in 9, stripes in 5"},
+    # a third, with the background on a clear minority of its class (the score's stated assumption)
+    "scenes-fresh3": {"recipe": SceneRecipe(stamp=3, stamp_corner="lower-left",
+                                            stamp_colours=((240, 240, 240), (0, 0, 0)),
+                                            border=9, border_colours=((255, 80, 80), (40, 40, 160)),
+                                            background=7, background_source="rocket",
+                                            trigger=2, trigger_corner="upper-left", outline=5, striped=1),
+                      "seed": 400, "set": "validation", "params": {"background_fraction": 0.3, "conflict": 0.5},
+                      "about": "stamp on class 3 (lower left), border on 9, rocket background on 30% of 7, "
+                               "trigger to 2 (upper left); harmless outline in 5, stripes in 1"},
     "scenes-small": {"recipe": SceneRecipe(stamp=2, outline=1), "seed": 7, "set": "ci",
                      "params": {"n_classes": 4, "n_per_class": 500},
                      "about": "four classes (disc, square, triangle, star): stamp on 2, harmless outline in 1 (CI)"},
