@@ -90,8 +90,8 @@ def rank_classes(records: Iterable[dict], threshold: float) -> List[dict]:
     gap_median = float(np.median([e["gap"] for e in raw]))
     flagged = {id(r): is_flagged(r) for r in records}
     for record, e, zg, zs in zip(records, raw, z_gap, z_sus):
-        spectrum = (f"eigengap {e['gap']:.2f} at k={int(record['k'])} ({_sd(zg)} from the run's "
-                    f"median class, {gap_median:.2f})")
+        k = int(record["eigengap"].get("k", record["k"]))   # the eigengap's k, whichever k is reported
+        spectrum = f"eigengap {e['gap']:.2f} at k={k} ({_sd(zg)} from the run's median class, {gap_median:.2f})"
         if not e["reportable"]:
             cluster = e["cluster"]
         elif flagged[id(record)]:   # flagged classes come first whatever their z

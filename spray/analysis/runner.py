@@ -169,8 +169,10 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
         if record.get("input_pixels", "read") != "read":
             log.warning("class %s: input pixels %s", task.label, record["input_pixels"])
         log.info("class %s: n=%d k=%d (gap %.2f, runner-up k=%d) flagged %s; %.2f s on pid %s", task.label,
-                 record["n"], record["k"], record["eigengap"]["gap"], record["eigengap"]["runner_up"],
+                 record["n"], record["eigengap"]["k"], record["eigengap"]["gap"], record["eigengap"]["runner_up"],
                  flagged or "none", result["seconds"], result["pid"])
+        if record.get("k_reason"):
+            log.info("class %s: %s", task.label, record["k_reason"])
 
     maps: Dict[str, Dict[int, Path]] = {m: {} for m in params.embeddings}
     embed_costs: Dict[str, List[float]] = {m: [] for m in params.embeddings}

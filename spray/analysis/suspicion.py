@@ -321,20 +321,43 @@ def _separation(adjacency: Optional[sp.spmatrix], members: np.ndarray) -> float:
     return float(1.0 - inner[:, ~members].sum() / volume) if volume > 0 else 0.0
 
 
+@dataclass
+class ClassInputs:
+    """What every clustering of one class is scored against, computed once per class: the input
+    pixels, the relevance-weighted colour histograms and each sample's look-alikes (None without
+    pixels, or with too few samples for look-alikes)."""
+
+    pixels: Optional[np.ndarray]
+    hist: Optional[np.ndarray]
+    looks: Optional[np.ndarray]
+
+    @classmethod
+    def of(cls, pooled: np.ndarray, pixels: Optional[np.ndarray]) -> "ClassInputs":
+        if pixels is None:
+            return cls(None, None, None)
+        looks = look_neighbours(pixels) if len(pooled) > LOOK_NEIGHBOURS else None
+        return cls(pixels, colour_histograms(pooled, pixels), looks)
+
+    def look_lift(self, members: np.ndarray) -> float:
+        """The members' look lift (:func:`_look`); 0 without look-alikes."""
+        return _look(self.looks, members)[0] if self.looks is not None and not members.all() else 0.0
+
+
 def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[sp.spmatrix],
                    factor: Tuple[int, int] = (1, 1), threshold: float = THRESHOLD,
-                   pixels: Optional[np.ndarray] = None) -> ClassScores:
+                   pixels: Optional[np.ndarray] = None, inputs: Optional[ClassInputs] = None) -> ClassScores:
     """Suspicion of every cluster in ``labels`` (noise, -1, is not scored) and of every sample.
     ``pooled``: (N, h, w) normalised maps; ``factor``: pooling factor, to report boxes in heatmap
     pixels; ``pixels``: (N, h*q, w*q, 3) input pixels in [0, 1] on a grid aligned with the cells
-    (:func:`spray.analysis.features.read_pixels`). Without pixels there is no evidence that a hot
-    spot is an artifact rather than an object, and nothing is flagged."""
+    (:func:`spray.analysis.features.read_pixels`), or ``inputs`` made of them once for several
+    clusterings of the class. Without pixels there is no evidence that a hot spot is an artifact
+    rather than an object, and nothing is flagged."""
     n, h, w = pooled.shape
     fh, fw = factor
     shape = (h * fh, w * fw)
+    inputs = inputs if inputs is not None else ClassInputs.of(pooled, pixels)
+    pixels, hist, looks = inputs.pixels, inputs.hist, inputs.looks
     q = pixels.shape[1] // h if pixels is not None else 1
-    hist = colour_histograms(pooled, pixels) if pixels is not None else None
-    looks = look_neighbours(pixels) if pixels is not None and n > LOOK_NEIGHBOURS else None
     out, sample = [], np.zeros(n)
     for c in sorted(int(v) for v in np.unique(labels) if v >= 0):
         members = labels == c

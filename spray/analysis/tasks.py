@@ -25,7 +25,8 @@ from .estimator import embed_2d
 from .features import pool_maps, read_pixels, reduce_dimension
 from .graph import EXACT_MAX
 from .parts import part_path, write_embedding, write_part
-from .suspicion import region_mask, score_clusters
+from .choice import choose_clustering
+from .suspicion import ClassInputs, region_mask, score_clusters
 
 
 PixelReader = Callable[[Tuple[int, int], Tuple[int, int]], np.ndarray]
@@ -117,24 +118,28 @@ def analyze_maps(relevance: np.ndarray, task: ClassTask, params, pixels: Optiona
     ``pixels(cells, factor)``: the class's input pixels on the pooled maps' grid (see
     :func:`~spray.analysis.features.read_pixels`), which the suspicion score compares across members."""
     sp = params.estimator(embeddings=()).fit(relevance)
-    n_clusters = int(sp.labels_.max()) + 1  # k for k-means/agglomerative; found by density for (H)DBSCAN
     grid, pixel_problem = None, "no pixel reader given"
     if pixels is not None:
         try:
             grid, pixel_problem = pixels(sp.pooled_.shape[1:], sp.pool_factor_), None
         except (SprayError, OSError) as err:   # the data moved or is unreadable since the explain stage
             pixel_problem = str(err)
-    scores = score_clusters(sp.pooled_, sp.labels_, sp.graph_, sp.pool_factor_, params.threshold, pixels=grid)
+    inputs = ClassInputs.of(sp.pooled_, grid)
+    choice = choose_clustering(sp.clusterings_, sp.k_, inputs, lambda labels: score_clusters(
+        sp.pooled_, labels, sp.graph_, sp.pool_factor_, params.threshold, inputs=inputs))
+    labels = sp.clusterings_[choice.k]
+    n_clusters = int(labels.max()) + 1  # k for k-means/agglomerative; found by density for (H)DBSCAN
+    scores = choice.scores
     susp = scores.clusters
-    meds = medoids(sp.embedding_, sp.labels_, n_clusters, params.n_examples)
+    meds = medoids(sp.embedding_, labels, n_clusters, params.n_examples)
     ids = np.asarray(task.ids, dtype=object)
     arrays = {"eigenvalues": sp.eigenvalues_, "embedding/spectral": sp.embedding_.astype(np.float32),
-              "prototype": prototypes(relevance, sp.labels_, n_clusters),
+              "prototype": prototypes(relevance, labels, n_clusters),
               "sample_score": scores.sample_score.astype(np.float32)}
     attrs = {}
-    for k, labels in sp.clusterings_.items():
+    for k, at_k in sp.clusterings_.items():
         name = f"cluster/{params.clusterer}-{k:02d}"
-        arrays[name] = labels.astype(np.int64)
+        arrays[name] = at_k.astype(np.int64)
         attrs[name] = {"embedding": "spectral", "k": k, "index": np.arange(len(sp.eigenvalues_))}
     for c, m in enumerate(meds):
         arrays[f"medoids/{c}"] = m.astype(np.int64)
@@ -142,7 +147,7 @@ def analyze_maps(relevance: np.ndarray, task: ClassTask, params, pixels: Optiona
         if s.flagged and s.kind == "local":
             arrays[f"mask/{s.cluster}"] = region_mask(s, relevance.shape[-2:])
     record = {
-        "label": int(task.label), "name": task.name, "n": int(task.n), "k": int(sp.k_),
+        "label": int(task.label), "name": task.name, "n": int(task.n), "k": int(choice.k), "k_reason": choice.reason,
         "eigengap": {"k": sp.eigengap_.k, "gap": sp.eigengap_.gap, "runner_up": sp.eigengap_.runner_up,
                      "runner_up_gap": sp.eigengap_.runner_up_gap,
                      "gaps": {str(a): b for a, b in sp.eigengap_.gaps.items()}},
@@ -151,7 +156,7 @@ def analyze_maps(relevance: np.ndarray, task: ClassTask, params, pixels: Optiona
         "accuracy": float(np.mean(task.predictions == task.labels)),
         "timings": {a: round(b, 3) for a, b in sp.timings_.items() if a != "embed2d"},
         "input_pixels": "read" if pixel_problem is None else f"unavailable ({pixel_problem}): nothing can be flagged",
-        "clusters": [{**s.to_dict(), "members": ids[sp.labels_ == s.cluster].tolist(),
+        "clusters": [{**s.to_dict(), "members": ids[labels == s.cluster].tolist(),
                       "medoids": ids[meds[s.cluster]].tolist()} for s in susp],
     }
     return arrays, attrs, record

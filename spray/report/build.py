@@ -158,7 +158,8 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
             "review_count": sum(c["size"] for c in clusters if c["flagged"]), "accuracy_words": accuracy_words,
             "components": rec["graph_components"], "map_words": map_words, "maps": list(maps),
             "score_kind": score_kind, "sheets": sheets, "shape": shape, "clusters": page_clusters,
-            "eigengap_words": words.eigengap(k, eg["gap"], eg["runner_up"], eg["runner_up_gap"], rec["eigenvalues"]),
+            "eigengap_words": words.eigengap(int(eg["k"]), eg["gap"], eg["runner_up"], eg["runner_up_gap"],
+                                             rec["eigenvalues"]) + (f" Shown: {rec['k_reason']}." if rec.get("k_reason") else ""),
             "prototypes": [{"title": f"whole class, {n} images", "box": None, "flagged": False}] +
                           [{"title": f"cluster {c['cluster']}: {c['size']} images, suspicion {c['score']:.2f}",
                             "box": pc["box"], "flagged": c["flagged"]} for c, pc in zip(clusters, page_clusters)]}
@@ -168,7 +169,7 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
             "score": _rounded(score), "score_kind": score_kind,
             "score_max": float(max(2 * ctx["threshold"], float(score.max()) if n else 0.0)),
             "pos": pos.tolist(), "previews": ctx["previews"], "sheets": sheets, "threshold": ctx["threshold"],
-            "spectrum": {"values": _rounded(rec["eigenvalues"][:20]), "k": k, "runner_up": eg["runner_up"]}}
+            "spectrum": {"values": _rounded(rec["eigenvalues"][:20]), "k": int(eg["k"]), "runner_up": eg["runner_up"]}}
     _write_text(folder / "index.html", ctx["env"].get_template("class").render(c=page, data=data))
     pd.DataFrame([{"cluster": c["cluster"], "size": c["size"], "share": round(c["share"], 4),
                    "score": round(c["score"], 4), "flagged": c["flagged"], "kind": c["kind"],
@@ -184,7 +185,8 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
                             "prediction": store.predictions[rows].astype(int), "cluster": labels.astype(int),
                             "cluster_flagged": np.isin(labels, flagged), "score": np.round(score, 6)})
     samples.to_csv(folder / "samples.csv", index=False)
-    class_json = {"label": label, "name": rec["name"], "n": n, "k": k, "eigengap": eg, "accuracy": rec["accuracy"],
+    class_json = {"label": label, "name": rec["name"], "n": n, "k": k, "k_reason": rec.get("k_reason", ""),
+                  "eigengap": eg, "accuracy": rec["accuracy"],
                   "clusters": class_json_clusters,
                   "samples": {"file": "samples.csv", **{key: samples[key].tolist() for key in ("id", "cluster", "score")}}}
     if "attention" in rec:
