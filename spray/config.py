@@ -37,7 +37,8 @@ class BedData(_Strict):
     """A bundled test bed (spray.datasets); unset keys take the bed's own defaults."""
     type: Literal["bed"]
     name: Literal["watermark", "background", "scenes", "scenes-clean", "scenes-small", "scenes-heldout",
-                  "scenes-heldout-clean"] = "watermark"
+                  "scenes-heldout-clean", "scenes-fresh", "scenes-fresh-clean", "scenes-fresh2", "scenes-fresh3",
+                  "scenes-fresh4"] = "watermark"
     size: Optional[int] = Field(None, ge=32)
     n_per_class: Optional[int] = Field(None, ge=40)
     fraction: Optional[float] = Field(None, ge=0.05, le=0.8)

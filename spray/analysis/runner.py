@@ -168,8 +168,9 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
         flagged = [c["cluster"] for c in record["clusters"] if c["flagged"]]
         if record.get("input_pixels", "read") != "read":
             log.warning("class %s: input pixels %s", task.label, record["input_pixels"])
-        log.info("class %s: n=%d k=%d (gap %.2f, runner-up k=%d) flagged %s; %.2f s on pid %s", task.label,
-                 record["n"], record["eigengap"]["k"], record["eigengap"]["gap"], record["eigengap"]["runner_up"],
+        eigengap = record["eigengap"]
+        log.info("class %s: n=%d eigengap k=%d (gap %.2f, runner-up k=%d), reported k=%d, flagged %s; %.2f s on pid %s",
+                 task.label, record["n"], eigengap["k"], eigengap["gap"], eigengap["runner_up"], record["k"],
                  flagged or "none", result["seconds"], result["pid"])
         if record.get("k_reason"):
             log.info("class %s: %s", task.label, record["k_reason"])
