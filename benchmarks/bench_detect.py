@@ -8,6 +8,7 @@ that are not mostly planted samples), the samples' AUROC within the shortcut's c
     python benchmarks/bench_detect.py --set held-out       # the held-out beds, reported apart
     python benchmarks/bench_detect.py --set validation     # beds added after the design was fixed
     python benchmarks/bench_detect.py --beds scenes --methods spray art-ac
+    python benchmarks/bench_detect.py --set validation --train-seed 1   # another training run of each model
 
 Peers, as their users would run them:
 - ART activation clustering (``ActivationDefence.detect_poison(nb_clusters=2, nb_dims=10,
@@ -76,9 +77,10 @@ class Penultimate(nn.Module):
 
 
 def explained(bed, out: Path) -> Path:
-    """The bed's heatmap store in ``out``, explained where missing. A cached store made for another
-    model (the bed retrained) or by another store format is explained again, never reused."""
-    store = out / bed.info["name"] / "store"
+    """The bed's heatmap store in ``out`` (the bed's folder), explained where missing. A cached store
+    made for another model (the bed retrained) or by another store format is explained again, never
+    reused."""
+    store = out / "store"
     spec = ExplainSpec(data={"type": "npz", "path": str(bed.data)},
                        model={**bed.info["model"], "weights": str(bed.weights)}, preprocess=bed.info["preprocess"],
                        composite="epsilon_gamma_box", batch_size=64)
@@ -187,8 +189,9 @@ def run_art_ss(bed, store: Path, out: Path):
 RUNNERS = {"spray": run_spray, "spray-eigengap": run_eigengap, "art-ac": run_art_ac, "art-ss": run_art_ss}
 
 
-def bench_bed(name: str, methods, out: Path) -> dict:
-    bed = prepare_bed(name, check=False, progress=True)
+def bench_bed(name: str, methods, out: Path, train_seed: int = 0) -> dict:
+    bed = prepare_bed(name, check=False, progress=True, train_seed=train_seed)
+    folder = out / (name if not train_seed else f"{name}@train{train_seed}")
     row = {"bed": name, "set": bed.info.get("set", "development"), "clean_accuracy": bed.info["clean_accuracy"],
            "shortcuts": {k: {"class": v["class"], "flip": v["flip"]["rate"], "base_rate": v["base_rate"]}
                          for k, v in bed.info["shortcuts"].items()}, "failed": bed.failed, "methods": {}}
@@ -200,11 +203,11 @@ def bench_bed(name: str, methods, out: Path) -> dict:
     row["not_scored"] = sorted(set(bed.shortcuts) - set(used))
     if bed.shortcuts and not used:
         return row
-    store = explained(bed, out)
+    store = explained(bed, folder)
     with HeatmapStore(store) as st:
         truth, labels = ground_truth(bed.data, st.index), st.labels
     for method in methods:
-        groups, scores, seconds = RUNNERS[method](bed, store, out / name / method)
+        groups, scores, seconds = RUNNERS[method](bed, store, folder / method)
         verdict = judge(labels, truth, used, groups, scores)
         row["methods"][method] = {**verdict.to_dict(), "seconds": round(seconds, 2)}
     return row
@@ -240,6 +243,9 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "bench_detect")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--train-seed", type=int, default=0,
+                   help="train each bed's model with this seed (0: the cached default): another training "
+                        "run of the same beds, to see how much the figures move with the model")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -247,11 +253,13 @@ def main(argv=None) -> int:
     rows = []
     for name in args.beds or BEDS[args.set]:
         print(f"bed {name}", flush=True)
-        row = bench_bed(name, args.methods, args.out)
+        row = bench_bed(name, args.methods, args.out, args.train_seed)
+        row["train_seed"] = args.train_seed
         rows.append(row)
         print("\n".join(_fmt(row)), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"results-{'-'.join(args.beds) if args.beds else args.set}.json"
+    seed = f"@train{args.train_seed}" if args.train_seed else ""
+    path = args.out / f"results-{'-'.join(args.beds) if args.beds else args.set}{seed}.json"
     path.write_text(json.dumps(rows, indent=1))
     print(f"\nresults in {path}")
     return 0
