@@ -192,7 +192,8 @@ RUNNERS = {"spray": run_spray, "spray-eigengap": run_eigengap, "art-ac": run_art
 def bench_bed(name: str, methods, out: Path, train_seed: int = 0) -> dict:
     bed = prepare_bed(name, check=False, progress=True, train_seed=train_seed)
     folder = out / (name if not train_seed else f"{name}@train{train_seed}")
-    row = {"bed": name, "set": bed.info.get("set", "development"), "clean_accuracy": bed.info["clean_accuracy"],
+    row = {"bed": name, "set": bed.info.get("set", "development"), "train_seed": train_seed,
+           "clean_accuracy": bed.info["clean_accuracy"],
            "shortcuts": {k: {"class": v["class"], "flip": v["flip"]["rate"], "base_rate": v["base_rate"]}
                          for k, v in bed.info["shortcuts"].items()}, "failed": bed.failed, "methods": {}}
     if bed.info["clean_accuracy"] < MIN_ACCURACY:
@@ -254,7 +255,6 @@ def main(argv=None) -> int:
     for name in args.beds or BEDS[args.set]:
         print(f"bed {name}", flush=True)
         row = bench_bed(name, args.methods, args.out, args.train_seed)
-        row["train_seed"] = args.train_seed
         rows.append(row)
         print("\n".join(_fmt(row)), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,6 @@
 look-alike group that it flags (a background the eigengap's clusters mix with the rest of the class),
 and never a finer k whose flags are groups of objects drawn alike."""
 import numpy as np
-import pytest
 
 from spray.analysis.choice import choose_clustering
 from spray.analysis.suspicion import ClassInputs, score_clusters
@@ -71,8 +70,7 @@ def test_a_finer_k_whose_flag_is_not_a_look_alike_group_does_not_replace_the_eig
     assert choice.k == 2 and choice.reason == ""
 
 
-@pytest.mark.parametrize("pixels", [False])
-def test_without_pixels_the_eigengaps_k_stands(pixels):
+def test_without_pixels_the_eigengaps_k_stands():
     maps, _, photo, clusterings = _class_with_a_photo_background(looked_at=True)
     choice = _choose(maps, None, clusterings)
     assert choice.k == 2 and not any(s.flagged for s in choice.scores.clusters)

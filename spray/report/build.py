@@ -154,12 +154,14 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
                         "row": row_of[m], "cluster_suspicion": round(c["score"], 4),
                         "flip_rate": None if not entry else round(entry["rate"], 4)} for m in c["members"]]
     accuracy_words = words.accuracy(rec["accuracy"])
+    eigengap_words = words.eigengap(int(eg["k"]), eg["gap"], eg["runner_up"], eg["runner_up_gap"], rec["eigenvalues"])
+    if rec.get("k_reason"):   # the reported clustering is not the eigengap's
+        eigengap_words += f" Shown: {rec['k_reason']}."
     page = {"name": rec["name"], "label": label, "n": n, "k": k, "ks": ks, "flagged": flagged,
             "review_count": sum(c["size"] for c in clusters if c["flagged"]), "accuracy_words": accuracy_words,
             "components": rec["graph_components"], "map_words": map_words, "maps": list(maps),
             "score_kind": score_kind, "sheets": sheets, "shape": shape, "clusters": page_clusters,
-            "eigengap_words": words.eigengap(int(eg["k"]), eg["gap"], eg["runner_up"], eg["runner_up_gap"],
-                                             rec["eigenvalues"]) + (f" Shown: {rec['k_reason']}." if rec.get("k_reason") else ""),
+            "eigengap_words": eigengap_words,
             "prototypes": [{"title": f"whole class, {n} images", "box": None, "flagged": False}] +
                           [{"title": f"cluster {c['cluster']}: {c['size']} images, suspicion {c['score']:.2f}",
                             "box": pc["box"], "flagged": c["flagged"]} for c, pc in zip(clusters, page_clusters)]}
@@ -169,7 +171,8 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
             "score": _rounded(score), "score_kind": score_kind,
             "score_max": float(max(2 * ctx["threshold"], float(score.max()) if n else 0.0)),
             "pos": pos.tolist(), "previews": ctx["previews"], "sheets": sheets, "threshold": ctx["threshold"],
-            "spectrum": {"values": _rounded(rec["eigenvalues"][:20]), "k": int(eg["k"]), "runner_up": eg["runner_up"]}}
+            "spectrum": {"values": _rounded(rec["eigenvalues"][:20]), "k": int(eg["k"]),
+                         "runner_up": eg["runner_up"]}}
     _write_text(folder / "index.html", ctx["env"].get_template("class").render(c=page, data=data))
     pd.DataFrame([{"cluster": c["cluster"], "size": c["size"], "share": round(c["share"], 4),
                    "score": round(c["score"], 4), "flagged": c["flagged"], "kind": c["kind"],
