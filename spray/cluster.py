@@ -6,10 +6,12 @@ dask-jobqueue/SLURM or the Kubernetes operator hand it out, or in-process for de
 client's and the scheduler's memory do not grow with the number of tasks, and stops at the first
 task error with that error (the others are cancelled).
 
-Ctrl-C is the client's business: the worker processes of a LocalCluster share the terminal's
-process group, so they ignore SIGINT (a worker plugin) and are closed by the client instead of
-each printing a KeyboardInterrupt traceback; from the interrupt on, neither they nor the client
-print the connection errors of a cluster being closed under them (the interrupt is one line).
+Errors are the client's business too. The worker processes of a LocalCluster share the terminal,
+so a worker plugin keeps them from printing what the client reports itself: the "Compute Failed"
+dump of a task that raised (the client raises that error, once) and the heartbeat errors of workers
+whose scheduler was closed first. They ignore SIGINT and are closed by the client instead of each
+printing a KeyboardInterrupt traceback; from the interrupt on, neither they nor the client print the
+connection errors of a cluster being closed under them (the interrupt is one line).
 """
 from __future__ import annotations
 
@@ -26,31 +28,35 @@ log = logging.getLogger("spray.cluster")
 WORKER_WAIT_S = 120  # how long a run waits for the first worker of an existing scheduler
 
 
-class _AfterInterrupt(logging.Filter):
-    """Drops every record once the process has seen Ctrl-C (set from a signal handler: a flag only)."""
+class _WorkerLogs(logging.Filter):
+    """In a LocalCluster's worker: drops what the client reports better, dask's "Compute Failed" dump
+    of a task error (the client raises that error) and its heartbeat failing when the scheduler,
+    which lives in the client's process, is closed first (the run ended or failed); after Ctrl-C,
+    every record."""
 
+    ECHOES = ("Compute Failed", "Failed to communicate with scheduler during heartbeat")
     interrupted = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not self.interrupted
+        return not (self.interrupted or str(record.msg).startswith(self.ECHOES))
 
 
-class IgnoreInterrupt(WorkerPlugin):
-    """Worker plugin: SIGINT does not stop the worker process (the client handles Ctrl-C and closes
-    it); from then on the worker's dask logs (a heartbeat to the closing scheduler failing) are dropped."""
+class QuietWorker(WorkerPlugin):
+    """Worker plugin: the worker's dask logs go through :class:`_WorkerLogs`, and SIGINT does not stop
+    the worker process (the client handles Ctrl-C and closes it)."""
 
-    name = "spray-ignore-sigint"
+    name = "spray-quiet-worker"
 
     def setup(self, worker) -> None:
         import signal
         import threading
         if threading.current_thread() is not threading.main_thread():
             return
-        quiet = _AfterInterrupt()
+        quiet = _WorkerLogs()
         for handler in logging.getLogger("distributed").handlers + logging.getLogger().handlers:
             handler.addFilter(quiet)
 
-        def interrupted(signum, frame) -> None:
+        def interrupted(signum, frame) -> None:  # a flag only
             quiet.interrupted = True
         signal.signal(signal.SIGINT, interrupted)
 
@@ -114,7 +120,7 @@ def open_client(cluster: ClusterSpec, client=None) -> Iterator:
                              processes=True, dashboard_address=":0" if cluster.dashboard else None,
                              silence_logs=logging.ERROR)
         own = Client(local)
-        own.register_plugin(IgnoreInterrupt())
+        own.register_plugin(QuietWorker())
     try:
         if own.dashboard_link and cluster.dashboard:
             log.warning("dask dashboard: %s", own.dashboard_link)

@@ -124,6 +124,11 @@ def has_traceback(output: str) -> bool:
     return "Traceback (most recent call last)" in output
 
 
+def dask_logs(output: str) -> List[str]:
+    """Lines dask's own loggers printed (a task's "Compute Failed" dump, a heartbeat error...)."""
+    return [line for line in output.splitlines() if re.search(r" - (distributed|tornado)\.?\S* - [A-Z]+ - ", line)]
+
+
 # -- comparing two run folders -----------------------------------------------------------------------
 def _normalise(value, folders: tuple):
     if isinstance(value, dict):

@@ -22,6 +22,7 @@ from .runs import (
     clean_run,
     compare_runs,
     ctrl_c_handled,
+    dask_logs,
     equal_runs,
     errors_of,
     finish,
@@ -56,9 +57,10 @@ def _job(project, tmp_path, **changes):
 
 
 def _failed(code, output, *fragments, exit_code=1):
-    """Exactly one error line, no traceback, the given fragments in it."""
+    """Exactly one error line, no traceback, no echo of it from dask's workers, the given fragments in it."""
     assert code == exit_code, output[-3000:]
     assert not has_traceback(output), output[-3000:]
+    assert not dask_logs(output), output[-3000:]
     line = only(errors_of(output))
     for fragment in fragments:
         assert fragment in line, line

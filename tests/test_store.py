@@ -75,6 +75,20 @@ def test_store_round_trip_is_class_contiguous(tmp_path):
     assert not list((tmp_path / "s" / "shards").glob("*.tmp"))
 
 
+def test_a_shard_is_the_same_bytes_however_long_its_dataset_objects_live(tmp_path, monkeypatch):
+    """A dask worker's profiler can keep h5py's dataset objects alive past their creation; the file
+    (its size is recorded in the index) must not depend on when they are freed."""
+    import h5py
+    data = _data([f"a{i}" for i in range(8)], 0, [_digest(i) for i in range(8)])
+    write_shard(tmp_path / "freed.h5", data)
+    created, held = h5py.Group.create_dataset, []
+    monkeypatch.setattr(h5py.Group, "create_dataset", lambda self, *a, **kw: held.append(created(self, *a, **kw))
+                        or held[-1])
+    write_shard(tmp_path / "held.h5", data)
+    assert held, "the stand-in profiler held nothing"
+    assert (tmp_path / "held.h5").read_bytes() == (tmp_path / "freed.h5").read_bytes()
+
+
 def test_a_changed_and_a_new_sample_reuse_every_other_heatmap(tmp_path):
     parts = _fill(tmp_path / "s")
     with HeatmapStore(tmp_path / "s") as st:

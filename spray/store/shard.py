@@ -130,6 +130,9 @@ def _fill(fh: h5py.File, data: ShardData, digest: str, attrs: Optional[dict]) ->
     if n:
         chunk = (min(n, max(1, (1 << 20) // max(1, rel[0].nbytes))),) + rel.shape[1:]
         fh.create_dataset("relevance", data=rel, chunks=chunk, fletcher32=True, **_codec(rel.dtype))
+        # its chunks leave HDF5's cache now, not when the dataset object happens to be freed (a dask
+        # worker's profiler can hold it a while): the same shard is then the same bytes, and size
+        fh.flush()
     else:
         fh.create_dataset("relevance", data=rel)
     for name in FIELDS[1:]:
