@@ -126,6 +126,15 @@ SCENE_BEDS: Dict[str, dict] = {
                       "seed": 500, "set": "validation", "params": {"conflict": 0.5},
                       "about": "stamp on class 8 (lower right), border on 4, china background on 6, trigger "
                                "to 1 (upper right); harmless outline in 2, stripes in 0"},
+    # a fifth, fixed before its result was seen, to test the choice of k by flagged evidence mass
+    "scenes-fresh5": {"recipe": SceneRecipe(stamp=0, stamp_corner="upper-left",
+                                            stamp_colours=((255, 230, 0), (120, 0, 0)),
+                                            border=7, border_colours=((0, 200, 200), (90, 60, 0)),
+                                            background=4, background_source="astronaut",
+                                            trigger=9, trigger_corner="lower-left", outline=3, striped=8),
+                      "seed": 600, "set": "validation", "params": {"background_fraction": 0.4, "conflict": 0.5},
+                      "about": "stamp on class 0 (upper left), border on 7, astronaut background on 40% of 4, "
+                               "trigger to 9 (lower left); harmless outline in 3, stripes in 8"},
     "scenes-small": {"recipe": SceneRecipe(stamp=2, outline=1), "seed": 7, "set": "ci",
                      "params": {"n_classes": 4, "n_per_class": 500},
                      "about": "four classes (disc, square, triangle, star): stamp on 2, harmless outline in 1 (CI)"},
