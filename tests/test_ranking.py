@@ -10,7 +10,7 @@ THRESHOLD = 0.05
 def _record(label, gap, score=None, flagged=False, k=3):
     clusters = [] if score is None else [{"cluster": 1, "size": 100, "share": 0.3, "score": score,
                                           "flagged": flagged, "kind": "non-local", "where": "the centre"}]
-    return {"label": label, "k": k, "eigengap": {"gap": gap}, "clusters": clusters}
+    return {"label": label, "k": k, "eigengap": {"k": k, "gap": gap}, "clusters": clusters}
 
 
 def _noise_classes(n=60, seed=0):

@@ -90,7 +90,7 @@ def rank_classes(records: Iterable[dict], threshold: float) -> List[dict]:
     gap_median = float(np.median([e["gap"] for e in raw]))
     flagged = {id(r): is_flagged(r) for r in records}
     for record, e, zg, zs in zip(records, raw, z_gap, z_sus):
-        k = int(record["eigengap"].get("k", record["k"]))   # the eigengap's k, whichever k is reported
+        k = int(record["eigengap"]["k"])   # the eigengap's k, whichever k is reported
         spectrum = f"eigengap {e['gap']:.2f} at k={k} ({_sd(zg)} from the run's median class, {gap_median:.2f})"
         if not e["reportable"]:
             cluster = e["cluster"]

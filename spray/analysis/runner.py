@@ -172,7 +172,7 @@ def analyze_store(store_path, out: Path, params: Optional[AnalysisParams] = None
         log.info("class %s: n=%d eigengap k=%d (gap %.2f, runner-up k=%d), reported k=%d, flagged %s; %.2f s on pid %s",
                  task.label, record["n"], eigengap["k"], eigengap["gap"], eigengap["runner_up"], record["k"],
                  flagged or "none", result["seconds"], result["pid"])
-        if record.get("k_reason"):
+        if record["k_reason"]:
             log.info("class %s: %s", task.label, record["k_reason"])
 
     maps: Dict[str, Dict[int, Path]] = {m: {} for m in params.embeddings}

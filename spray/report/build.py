@@ -155,7 +155,7 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
                         "flip_rate": None if not entry else round(entry["rate"], 4)} for m in c["members"]]
     accuracy_words = words.accuracy(rec["accuracy"])
     eigengap_words = words.eigengap(int(eg["k"]), eg["gap"], eg["runner_up"], eg["runner_up_gap"], rec["eigenvalues"])
-    if rec.get("k_reason"):   # the reported clustering is not the eigengap's
+    if rec["k_reason"]:   # the reported clustering is not the eigengap's
         eigengap_words += f" Shown: {rec['k_reason']}."
     page = {"name": rec["name"], "label": label, "n": n, "k": k, "ks": ks, "flagged": flagged,
             "review_count": sum(c["size"] for c in clusters if c["flagged"]), "accuracy_words": accuracy_words,
@@ -188,7 +188,7 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
                             "prediction": store.predictions[rows].astype(int), "cluster": labels.astype(int),
                             "cluster_flagged": np.isin(labels, flagged), "score": np.round(score, 6)})
     samples.to_csv(folder / "samples.csv", index=False)
-    class_json = {"label": label, "name": rec["name"], "n": n, "k": k, "k_reason": rec.get("k_reason", ""),
+    class_json = {"label": label, "name": rec["name"], "n": n, "k": k, "k_reason": rec["k_reason"],
                   "eigengap": eg, "accuracy": rec["accuracy"],
                   "clusters": class_json_clusters,
                   "samples": {"file": "samples.csv", **{key: samples[key].tolist() for key in ("id", "cluster", "score")}}}
