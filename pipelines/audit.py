@@ -332,7 +332,7 @@ def verify_flagged(store_path: Path, analysis: Path, spec: ExplainSpec, n_images
 
         for label, cl in todo:
             key = f"{label}/{cl['cluster']}"
-            member_rows = np.array([position[i] for i in cl["members"]])
+            member_rows = np.array([position[i] for i in cl["carriers"]])     # the finding's samples
             donor_rows = np.sort(rng.permutation(member_rows)[:n_images])
             rest_rows = np.setdiff1d(store.rows_of(label), member_rows)
             rest_rows = np.sort(rng.permutation(rest_rows)[:n_images])

@@ -79,6 +79,12 @@ def match_clusters(a: List[dict], b: List[dict], common: set) -> List[tuple]:
     return pairs
 
 
+def _flagged_samples(record: dict) -> set:
+    """The ids that carry one of a class's flagged findings (``carriers``; a run analysed before
+    spray reported carriers has only its flagged clusters' members)."""
+    return {m for c in record["clusters"] if c["flagged"] for m in c.get("carriers", c["members"])}
+
+
 def diff_class(label: int, ra: dict, rb: dict, va: dict, vb: dict) -> dict:
     ids_a = {m for c in ra["clusters"] for m in c["members"]}
     ids_b = {m for c in rb["clusters"] for m in c["members"]}
@@ -102,8 +108,7 @@ def diff_class(label: int, ra: dict, rb: dict, va: dict, vb: dict) -> dict:
                            "appeared" if ca is None else "disappeared" if cb is None else
                            "flagged in both" if entry["flagged_a"] else "matched")
         clusters.append(entry)
-    flagged_a = {m for c in ra["clusters"] if c["flagged"] for m in c["members"]}
-    flagged_b = {m for c in rb["clusters"] if c["flagged"] for m in c["members"]}
+    flagged_a, flagged_b = _flagged_samples(ra), _flagged_samples(rb)
     att_a, att_b = ra.get("attention") or {}, rb.get("attention") or {}
     out = {"label": label, "name": rb.get("name", ra.get("name", str(label))), "n_a": ra["n"], "n_b": rb["n"],
            "k_a": ra["k"], "k_b": rb["k"], "clusters": clusters,

@@ -6,20 +6,12 @@ import numpy as np
 from spray.analysis.choice import choose_clustering
 from spray.analysis.suspicion import ClassInputs, score_clusters
 
-from .test_suspicion import _maps_with_moving_objects, _photo_crops
+from .test_suspicion import _maps_with_moving_objects, photo_background_class
 
 
 def _class_with_a_photo_background(looked_at: bool):
     """200 maps of moving objects; the first 50 over crops of one photo, relevance on it or not."""
-    maps, pixels, cx = _maps_with_moving_objects(seed=4)
-    n = len(maps)
-    photo = np.arange(n) < 50
-    objects = np.repeat(np.repeat(maps > 0.05 * maps.max((1, 2), keepdims=True), 2, 1), 2, 2)
-    background = photo[:, None, None] & ~objects
-    pixels[background] = _photo_crops(n, pixels.shape[1], seed=5, dominant=0.25)[background]
-    if looked_at:
-        maps[photo] = 0.3 * maps[photo] + 0.7 * maps[photo].sum((1, 2))[:, None, None] / 256
-    maps /= maps.sum((1, 2), keepdims=True)
+    maps, pixels, cx, photo = photo_background_class(looked_at)
     # the eigengap's k=2 splits by where the objects sit, carriers on both sides; k=3 keeps them apart
     by_place = (cx < 8).astype(int)
     clusterings = {2: by_place, 3: np.where(photo, 2, by_place)}

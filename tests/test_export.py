@@ -34,8 +34,13 @@ def _fake_analysis(folder, n=12):
             g[f"cluster/kmeans-{k:02d}"] = lab
             g[f"cluster/kmeans-{k:02d}"].attrs["k"] = k
         g.attrs["k"] = gap.k
+    ids = [f"s{i}" for i in range(n)]
+    members = [[i for i, v in zip(ids, labels[gap.k]) if v == c] for c in range(gap.k)]
+    # the flagged finding's carriers: its cluster's members but one, and one sample of the other cluster
     record = {"label": 3, "name": "three", "k": gap.k, "eigengap": {"gap": gap.gap},
-              "clusters": [{"cluster": 0, "flagged": False}, {"cluster": 1, "flagged": True}]}
+              "clusters": [{"cluster": 0, "flagged": False, "members": members[0], "carriers": []},
+                           {"cluster": 1, "flagged": True, "members": members[1],
+                            "carriers": members[1][1:] + members[0][:1]}]}
     summary = {"params": {"clusterer": "kmeans"}, "classes": [record]}
     (folder / "analysis.json").write_text(json.dumps(summary))
     return vectors, labels, gap
@@ -66,7 +71,8 @@ def test_analysis_file_follows_corelay_and_shows_the_gap_at_the_chosen_k(tmp_pat
             assert d.attrs["k"] == k and d.attrs["embedding"] == "spectral"
             assert list(d.attrs["index"]) == [7, 6, 5, 4][:max(k, 2)]     # spray's first k columns, reversed
         np.testing.assert_array_equal(g[f"cluster/{CHOSEN}"][()] + 1, labels[gap.k])
-        np.testing.assert_array_equal(g[f"cluster/{FLAGGED}"][()] + 1, labels[gap.k] == 1)  # "Cluster 1" = flagged
+        carriers = np.isin(np.arange(len(vectors)), [2 * i + 1 for i in range(1, len(vectors) // 2)] + [0])
+        np.testing.assert_array_equal(g[f"cluster/{FLAGGED}"][()] + 1, carriers)  # "Cluster 1" = the finding's samples
         assert list(g["index"][()]) == list(range(10, 22)) and g["index"].dtype == np.uint32
         assert g["embedding/tsne"].attrs["embedding"] == "spectral"
 
@@ -138,7 +144,7 @@ def test_virelay_opens_the_demo_export(virelay_client, demo_run):
     flagged_rows = sorted(p["attributionIndex"] for p in flagged["embedding"] if p["cluster"] + 1 == 1)
     with h5py.File(demo_run / "store" / "heatmaps.h5", "r") as fh:
         ids = [i.decode() for i in fh["ids"][()]]
-    members = [m for c in records["00000000"]["clusters"] if c["flagged"] for m in c["members"]]
+    members = [m for c in records["00000000"]["clusters"] if c["flagged"] for m in c["carriers"]]
     assert members and sorted(ids.index(m) for m in members) == flagged_rows
     row = flagged_rows[0]
     colour_maps = [c["name"] for c in client.get("/api/color-maps").get_json()]

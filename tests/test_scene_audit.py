@@ -50,7 +50,9 @@ def test_every_sample_has_a_score_in_the_report(scene_run):
     samples = pd.read_csv(scene_run / "report" / "samples.csv")
     with HeatmapStore(scene_run / "store") as st:
         assert len(samples) == len(st) and set(samples["id"]) == set(st.ids)
-    assert {"id", "label", "prediction", "cluster", "score", "cluster_flagged"} <= set(samples.columns)
+    assert {"id", "label", "prediction", "cluster", "score", "cluster_flagged", "in_finding"} <= set(samples.columns)
+    review = pd.read_csv(scene_run / "report" / "review.csv")
+    assert len(review) and set(samples["id"][samples["in_finding"]]) == set(review["id"])
     assert np.isfinite(samples["score"]).all()
     top = samples.sort_values("score", ascending=False).head(20)
     assert (top["label"] == 2).all()

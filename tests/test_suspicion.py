@@ -80,6 +80,7 @@ def test_a_fixed_tag_is_flagged_and_a_moving_object_is_not():
     assert tag.flagged and tag.kind == "local" and tag.where == "the upper-right corner"
     assert tag.box == (0, 24, 6, 32) and tag.local_consistency > 0.9 and tag.decided_by == "pixel consistency"
     assert tag.reason.startswith("suspicious (local shortcut")
+    assert np.array_equal(tag.carriers, labels == 1)          # a local finding is carried by its members
     moving = result[2]
     assert not moving.flagged and moving.shift > 0.3 and moving.decided_by == "inconsistent input"
     assert moving.reason.startswith("not flagged") and "differs from member to member" in moving.reason
@@ -134,12 +135,10 @@ def _photo_crops(n: int, size: int, seed: int, dominant: float = 0.4) -> np.ndar
     return (crops + 0.03 * rng.random(crops.shape)).astype(np.float32)
 
 
-@pytest.mark.parametrize("looked_at", [True, False])
-def test_a_photo_background_is_flagged_by_its_look_alike_inputs_only_where_the_model_looks_at_it(looked_at):
-    """Crops of one photo differ in colour from crop to crop (no common colour profile), but each
-    crop's look-alikes are crops of the same photo: a non-local finding when the members' relevance
-    lies on them; the same group is no finding when its relevance stays on its objects."""
-    maps, pixels, _ = _maps_with_moving_objects(seed=4)
+def photo_background_class(looked_at: bool):
+    """(maps, pixels, cx, photo): 200 maps of moving objects, the first 50 over crops of one photo,
+    with their relevance on it or not."""
+    maps, pixels, cx = _maps_with_moving_objects(seed=4)
     n = len(maps)
     photo = np.arange(n) < 50
     objects = np.repeat(np.repeat(maps > 0.05 * maps.max((1, 2), keepdims=True), 2, 1), 2, 2)
@@ -148,6 +147,15 @@ def test_a_photo_background_is_flagged_by_its_look_alike_inputs_only_where_the_m
     if looked_at:
         maps[photo] = 0.3 * maps[photo] + 0.7 * maps[photo].sum((1, 2))[:, None, None] / 256
     maps /= maps.sum((1, 2), keepdims=True)
+    return maps, pixels, cx, photo
+
+
+@pytest.mark.parametrize("looked_at", [True, False])
+def test_a_photo_background_is_flagged_by_its_look_alike_inputs_only_where_the_model_looks_at_it(looked_at):
+    """Crops of one photo differ in colour from crop to crop (no common colour profile), but each
+    crop's look-alikes are crops of the same photo: a non-local finding when the members' relevance
+    lies on them; the same group is no finding when its relevance stays on its objects."""
+    maps, pixels, _, photo = photo_background_class(looked_at)
     scores = score_clusters(maps, photo.astype(int), None, factor=(2, 2), pixels=pixels)
     found = {s.cluster: s for s in scores.clusters}[1]
     assert found.colour_consistency < 0.5 and found.look_consistency > 0.5, found
@@ -158,6 +166,36 @@ def test_a_photo_background_is_flagged_by_its_look_alike_inputs_only_where_the_m
     else:
         assert not found.flagged and found.reason.startswith("not flagged"), found.reason
         assert not any(s.flagged for s in scores.clusters)
+
+
+def test_a_look_finding_is_carried_by_the_look_alike_group_around_its_cluster():
+    """SpRAy's cluster holds only part of a background's carriers, mixed with others that SpRAy put
+    beside them; the finding reports the look-alike group around it: every crop of the photo, and
+    none of the samples that merely share the cluster."""
+    maps, pixels, _, photo = photo_background_class(looked_at=True)
+    n = len(maps)
+    cluster = (photo & (np.arange(n) >= 10)) | ((np.arange(n) >= 50) & (np.arange(n) < 56))   # 40 crops + 6 others
+    scores = score_clusters(maps, cluster.astype(int), None, factor=(2, 2), pixels=pixels)
+    found = {s.cluster: s for s in scores.clusters}[1]
+    assert found.flagged and found.decided_by == "input look", found.reason
+    assert np.array_equal(found.carriers, photo), (np.flatnonzero(found.carriers ^ photo))
+    assert "carried by the 50 samples of the class" in found.reason and "10 of them in other clusters" in found.reason
+    assert not {s.cluster: s for s in scores.clusters}[0].carriers.any()     # unflagged: carries nothing
+
+
+def test_the_look_alike_group_is_the_cleanest_cut_and_a_minority_of_its_class():
+    """Two look-alike groups (each sample's look-alikes in its own group): from a seed that mixes
+    them, the group is the one the seed mostly holds, cut where the look-alike graph is cut; a
+    group of most of the class is never returned (its complement is the minority)."""
+    from spray.analysis.extent import look_group
+    rng = np.random.default_rng(0)
+    n, k = 200, 10
+    group = np.arange(n) < 60
+    looks = np.stack([rng.choice(np.flatnonzero(group == group[i]), k) for i in range(n)])
+    seed = (group & (np.arange(n) % 3 > 0)) | (np.arange(n) >= 190)     # 40 of the 60, and 10 others
+    assert np.array_equal(look_group(looks, seed), group)
+    majority = np.arange(n) >= 60
+    assert look_group(looks, majority).sum() <= n // 2
 
 
 def test_nothing_is_flagged_without_pixels():

@@ -70,7 +70,9 @@ eigengap k often mixes a background's carriers into clusters split by where the 
 :mod:`spray.analysis.choice` scores the other k of the range too. On the validation bed
 ``scenes-fresh2`` (a background on 49% of its class, which the model uses just enough: 51% flips)
 the eigengap's k=2 holds at most 60% carriers in a cluster and nothing is flagged; k=6 isolates
-160 samples at 83% carriers, flagged by their look (F1 0.80).
+160 samples at 83% carriers, flagged by their look (F1 0.80). A finding decided by look is then
+reported with the look-alike group around its cluster as its ``carriers``
+(:mod:`spray.analysis.extent`; 183 samples there, F1 0.91); any other finding with its members.
 """
 from __future__ import annotations
 
@@ -118,11 +120,12 @@ class Suspicion:
     reason: str
     region: np.ndarray = field(repr=False, default=None)   # (h, w) bool cells of the local region
     patch: np.ndarray = field(repr=False, default=None)    # (h*q, w*q) bool: its consistent pixels
+    carriers: np.ndarray = field(repr=False, default=None)  # (n,) bool: the samples that carry a flagged finding
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.pop("region")
-        d.pop("patch")
+        for name in ("region", "patch", "carriers"):
+            d.pop(name)
         d["box"] = list(self.box)
         return d
 
@@ -332,6 +335,7 @@ class ClassInputs:
     pixels: Optional[np.ndarray]
     hist: Optional[np.ndarray]
     looks: Optional[np.ndarray]
+    graph: Optional[sp.csr_matrix] = None   # the symmetric look-alike graph, made when first needed
 
     @classmethod
     def of(cls, pooled: np.ndarray, pixels: Optional[np.ndarray]) -> "ClassInputs":
@@ -343,6 +347,13 @@ class ClassInputs:
     def look_lift(self, members: np.ndarray) -> float:
         """The members' look lift (:func:`_look`); 0 without look-alikes."""
         return _look(self.looks, members)[0] if self.looks is not None and not members.all() else 0.0
+
+    def look_group(self, members: np.ndarray) -> np.ndarray:
+        """The look-alike group around ``members`` (:func:`spray.analysis.extent.look_group`)."""
+        from .extent import look_graph, look_group
+        if self.graph is None:
+            self.graph = look_graph(self.looks)
+        return look_group(self.looks, members, self.graph)
 
 
 def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[sp.spmatrix],
@@ -409,11 +420,19 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         where = describe_place(box, shape)
         decided_by, reason = _explain(kind, by_look, flagged, score, threshold, consistency, separation, local,
                                       non_local, shift, box, where, size, share)
+        # a finding decided by its inputs' look is carried by the look-alike group around the cluster
+        # (spray.analysis.extent); any other by the cluster's members
+        carriers = inputs.look_group(members) if flagged and by_look else members
+        if flagged and by_look:
+            reason += (f"; carried by the {int(carriers.sum())} samples of the class whose inputs look most like its "
+                       f"members' (the look-alike group around it, {int((carriers & ~members).sum())} of them in other "
+                       f"clusters, {int((members & ~carriers).sum())} members left out), all listed for review")
         out.append(Suspicion(c, size, share, float(score), flagged, kind, float(local.hot), float(non_local.off),
                              float(consistency), float(local.consistency), float(non_local.consistency),
                              float(non_local.look), separation, shift, box, where, decided_by, reason,
                              local.region if region is not None else np.zeros((h, w), bool),
-                             local.patch if region is not None else np.zeros(local.patch.shape, bool)))
+                             local.patch if region is not None else np.zeros(local.patch.shape, bool),
+                             carriers if flagged else np.zeros(n, bool)))
     return ClassScores(out, sample.astype(np.float32))
 
 

@@ -157,7 +157,8 @@ def analyze_maps(relevance: np.ndarray, task: ClassTask, params, pixels: Optiona
         "timings": {a: round(b, 3) for a, b in sp.timings_.items() if a != "embed2d"},
         "input_pixels": "read" if pixel_problem is None else f"unavailable ({pixel_problem}): nothing can be flagged",
         "clusters": [{**s.to_dict(), "members": ids[labels == s.cluster].tolist(),
-                      "medoids": ids[meds[s.cluster]].tolist()} for s in susp],
+                      "carriers": ids[s.carriers].tolist(), "medoids": ids[meds[s.cluster]].tolist()}
+                     for s in susp],
     }
     return arrays, attrs, record
 

@@ -100,10 +100,12 @@ def ground_truth(data: Path, store_index: np.ndarray) -> np.ndarray:
 
 
 def spray_groups(summary: dict, ids: List[str]) -> List[Group]:
-    """The clusters of an ``analysis.json`` as groups (scored by their suspicion)."""
+    """The clusters of an ``analysis.json`` as groups (scored by their suspicion): a flagged one as
+    the samples spray reports as carrying its finding (``carriers``), any other as its members."""
     position = {i: r for r, i in enumerate(ids)}
-    return [Group(c["label"], np.array([position[i] for i in cl["members"]], dtype=np.int64), float(cl["score"]),
-                  bool(cl["flagged"])) for c in summary["classes"] for cl in c["clusters"]]
+    return [Group(c["label"], np.array([position[i] for i in (cl["carriers"] if cl["flagged"] else cl["members"])],
+                                       dtype=np.int64), float(cl["score"]), bool(cl["flagged"]))
+            for c in summary["classes"] for cl in c["clusters"]]
 
 
 def spray_sample_scores(analysis_h5: Path, n_rows: int) -> np.ndarray:

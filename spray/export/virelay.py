@@ -78,7 +78,7 @@ def write_analysis_file(analysis_h5: PathLike, out: PathLike, summary: Optional[
     Per class: ``index`` (store rows), ``embedding/spectral`` with its ``eigenvalue`` attribute in
     CoRelAy's convention, the 2-D embeddings, every ``cluster/<method>-NN`` of the k range, plus
     ``cluster/spray-chosen-k`` (the clustering at the k spray chose) and ``cluster/spray-flagged``
-    (ViRelAy's "Cluster 1": members of a flagged cluster; "Cluster 0": the rest). ``summary`` is
+    (ViRelAy's "Cluster 1": the samples of a flagged finding; "Cluster 0": the rest). ``summary`` is
     the analysis summary (``analysis.json``; read from beside ``analysis_h5`` when not given)."""
     analysis_h5, out = Path(analysis_h5), Path(out)
     summary = _summary(analysis_h5, summary)
@@ -130,8 +130,18 @@ def _write_category(g: h5py.Group, out: h5py.Group, record: dict, clusterer: str
     chosen = int(record["k"])
     labels = g[f"cluster/{clusterer}-{chosen:02d}"][()]
     _clustering(out, CHOSEN, labels, chosen, n_eig)
-    flagged = [c["cluster"] for c in record["clusters"] if c["flagged"]]
-    _clustering(out, FLAGGED, np.isin(labels, flagged), 2, n_eig, k_used=chosen)   # 1 flagged, 0 not
+    _clustering(out, FLAGGED, _carriers(record, labels), 2, n_eig, k_used=chosen)   # 1 flagged, 0 not
+
+
+def _carriers(record: dict, labels: np.ndarray) -> np.ndarray:
+    """(n,) bool, in the class's order: the samples that carry one of its flagged findings (a
+    cluster's members, or for a finding decided by look the look-alike group around it)."""
+    position = {}
+    for c in record["clusters"]:
+        position.update(zip(c["members"], np.flatnonzero(labels == c["cluster"]).tolist()))
+    out = np.zeros(len(labels), bool)
+    out[[position[i] for c in record["clusters"] if c["flagged"] for i in c["carriers"]]] = True
+    return out
 
 
 def _clustering(out: h5py.Group, name: str, labels: np.ndarray, k: int, n_eig: int,

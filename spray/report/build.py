@@ -2,7 +2,7 @@
 
     REPORT/index.html              findings first (prototype and examples of every flagged cluster, flip test
                                    with control), what to do next, then every class ranked (paged, filterable)
-    REPORT/review.csv              the images of every flagged cluster: class, cluster, id, store row, scores
+    REPORT/review.csv              the images of every flagged finding: class, cluster, id, store row, scores
     REPORT/samples.csv             every image of the run with its cluster and suspicion, most suspicious first
     REPORT/summary.json            every class and cluster (members, score, reason, box, flip test)
     REPORT/assets/                 stylesheet, page scripts and plotly.js (from the installed plotly package)
@@ -144,7 +144,8 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
             "score_words": words.score(c, ctx["threshold"]),
             "separation_words": words.separation(c["separation"], ctx["n_neighbors"])})
         class_json_clusters.append({
-            "id": c["cluster"], "size": c["size"], "members": c["members"], "medoids": c["medoids"],
+            "id": c["cluster"], "size": c["size"], "members": c["members"], "carriers": c["carriers"],
+            "medoids": c["medoids"],
             "score": c["score"], "flagged": c["flagged"], "kind": c["kind"], "reason": c["reason"],
             "hot_spot_box": c["box"], "where": c["where"], "flip_rate": entry["rate"] if entry else None,
             "flip": entry})
@@ -152,13 +153,13 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
             row_of = dict(zip(ids, rows.tolist()))
             review += [{"class": label, "class_name": rec["name"], "cluster": c["cluster"], "id": m,
                         "row": row_of[m], "cluster_suspicion": round(c["score"], 4),
-                        "flip_rate": None if not entry else round(entry["rate"], 4)} for m in c["members"]]
+                        "flip_rate": None if not entry else round(entry["rate"], 4)} for m in c["carriers"]]
     accuracy_words = words.accuracy(rec["accuracy"])
     eigengap_words = words.eigengap(int(eg["k"]), eg["gap"], eg["runner_up"], eg["runner_up_gap"], rec["eigenvalues"])
     if rec["k_reason"]:   # the reported clustering is not the eigengap's
         eigengap_words += f" Shown: {rec['k_reason']}."
     page = {"name": rec["name"], "label": label, "n": n, "k": k, "ks": ks, "flagged": flagged,
-            "review_count": sum(c["size"] for c in clusters if c["flagged"]), "accuracy_words": accuracy_words,
+            "review_count": sum(len(c["carriers"]) for c in clusters if c["flagged"]), "accuracy_words": accuracy_words,
             "components": rec["graph_components"], "map_words": map_words, "maps": list(maps),
             "score_kind": score_kind, "sheets": sheets, "shape": shape, "clusters": page_clusters,
             "eigengap_words": eigengap_words,
@@ -182,11 +183,13 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
                    "consistency": round(c.get("consistency", float("nan")), 4), "decided_by": c.get("decided_by"),
                    "control_rate": (e["flip"] or {}).get("control_rate"),
                    "confirmed": (e["flip"] or {}).get("confirmed"), "reason": c["reason"],
-                   "review_ids": " ".join(c["members"]) if c["flagged"] else ""}
+                   "review_ids": " ".join(c["carriers"]) if c["flagged"] else ""}
                   for c, e in zip(clusters, page_clusters)]).to_csv(folder / "clusters.csv", index=False)
     samples = pd.DataFrame({"id": ids, "row": rows, "label": store.labels[rows].astype(int),
                             "prediction": store.predictions[rows].astype(int), "cluster": labels.astype(int),
-                            "cluster_flagged": np.isin(labels, flagged), "score": np.round(score, 6)})
+                            "cluster_flagged": np.isin(labels, flagged),
+                            "in_finding": np.isin(ids, [m for c in clusters if c["flagged"] for m in c["carriers"]]),
+                            "score": np.round(score, 6)})
     samples.to_csv(folder / "samples.csv", index=False)
     class_json = {"label": label, "name": rec["name"], "n": n, "k": k, "k_reason": rec["k_reason"],
                   "eigengap": eg, "accuracy": rec["accuracy"],

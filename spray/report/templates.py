@@ -100,7 +100,7 @@ LRP composite: {{ run.composite_words }}.<br>Generated {{ run.created }}; a clus
 <h2>What to do next</h2>
 <ol class="next">
 {% if flagged %}
-<li>Review the {{ review_count }} images of the flagged clusters: <a href="review.csv">review.csv</a> lists them (class, cluster,
+<li>Review the {{ review_count }} images of the flagged findings: <a href="review.csv">review.csv</a> lists them (class, cluster,
 sample id, store row, suspicion, flip rate). Each class page shows them in its map; select any group there and export its ids.</li>
 <li>For each one decide: a shortcut in the data (a tag, a border, a background) to remove or fix, a mislabelled image, or a
 legitimate second way the class looks (then nothing to do).</li>
@@ -198,8 +198,8 @@ cluster; boxes: each cluster's hot spot (solid red: flagged, dashed: not flagged
 <h2>What to do next</h2>
 <ol class="next">
 {% if c.flagged %}
-<li>Review the {{ c.review_count }} images of cluster {{ c.flagged|join(", ") }}: their ids are in <a href="clusters.csv">clusters.csv</a>
-(column <code>review_ids</code>) and <a href="samples.csv">samples.csv</a> (column <code>flagged</code>); "select in the map" above
+<li>Review the {{ c.review_count }} images flagged with cluster {{ c.flagged|join(", ") }}: their ids are in <a href="clusters.csv">clusters.csv</a>
+(column <code>review_ids</code>) and <a href="samples.csv">samples.csv</a> (column <code>in_finding</code>); "select in the map" above
 and export them, or select any other group.</li>
 <li>Decide for each: a shortcut to remove from the data, a wrong label, or a legitimate second way the class looks.</li>
 <li>Clean the data, retrain, and audit the new model with a new <code>out:</code> folder; the cluster should be gone and its
