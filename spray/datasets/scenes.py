@@ -136,6 +136,16 @@ SCENE_BEDS: Dict[str, dict] = {
                       "seed": 600, "set": "validation", "params": {"background_fraction": 0.4, "conflict": 0.5},
                       "about": "stamp on class 0 (upper left), border on 7, astronaut background on 40% of 4, "
                                "trigger to 9 (lower left); harmless outline in 3, stripes in 8"},
+    # a sixth, fixed before its result was seen, to test the look-alike carriers
+    # (spray.analysis.extent) on a bed they were not designed on
+    "scenes-fresh6": {"recipe": SceneRecipe(stamp=5, stamp_corner="lower-left",
+                                            stamp_colours=((255, 255, 255), (0, 90, 0)),
+                                            border=3, border_colours=((200, 200, 0), (80, 0, 120)),
+                                            background=8, background_source="immunohistochemistry",
+                                            trigger=0, trigger_corner="lower-right", outline=6, striped=4),
+                      "seed": 700, "set": "validation", "params": {"background_fraction": 0.35, "conflict": 0.5},
+                      "about": "stamp on class 5 (lower left), border on 3, immunohistochemistry background on 35% "
+                               "of 8, trigger to 0 (lower right); harmless outline in 6, stripes in 4"},
     "scenes-small": {"recipe": SceneRecipe(stamp=2, outline=1), "seed": 7, "set": "ci",
                      "params": {"n_classes": 4, "n_per_class": 500},
                      "about": "four classes (disc, square, triangle, star): stamp on 2, harmless outline in 1 (CI)"},
