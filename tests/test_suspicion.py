@@ -118,6 +118,7 @@ def test_a_consistent_background_is_flagged_non_local():
     found = {s.cluster: s for s in scores.clusters}[1]
     assert found.flagged and found.kind == "non-local" and found.decided_by == "colour consistency"
     assert "colours the class typically hardly looks at" in found.reason
+    assert found.look_consistency >= 0.25 and np.array_equal(found.carriers, textured)   # its look-alike group
 
 
 def _photo_crops(n: int, size: int, seed: int, dominant: float = 0.4) -> np.ndarray:

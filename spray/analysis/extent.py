@@ -5,8 +5,9 @@ cluster that reveals a background holds only part of its carriers, mixed with sa
 beside them for where their object sits (on ``scenes-fresh2``, 160 members of which 133 carry the
 background, of 187 that do). What the carriers share is their input's look: the samples closest
 to one in colour distribution are crops of the same photo (a carrier's 10 look-alikes are 98%
-carriers there, a clean sample's 12%). So a finding decided by its inputs' look is reported with
-the group that look defines: starting from the cluster, the set of the class's samples that is
+carriers there, a clean sample's 12%). So a non-local finding whose members are look-alikes (a
+look lift of at least ``LOOK_LIFT``, whether the look or the colour consistency decided it) is
+reported with the group that look defines: starting from the cluster, the set of the class's samples that is
 most closed in the look-alike graph (fewest look-alike links to the rest of the class for its
 size: the lowest conductance of a sweep over the samples ordered by their personalised PageRank
 from the members; Andersen, Chung and Lang 2006's local partitioning). No bar is set: the set is

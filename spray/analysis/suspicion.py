@@ -70,8 +70,8 @@ eigengap k often mixes a background's carriers into clusters split by where the 
 :mod:`spray.analysis.choice` scores the other k of the range too. On the validation bed
 ``scenes-fresh2`` (a background on 49% of its class, which the model uses just enough: 51% flips)
 the eigengap's k=2 holds at most 60% carriers in a cluster and nothing is flagged; k=6 isolates
-160 samples at 83% carriers, flagged by their look (F1 0.80). A finding decided by look is then
-reported with the look-alike group around its cluster as its ``carriers``
+160 samples at 83% carriers, flagged by their look (F1 0.80). A non-local finding whose members
+are look-alikes is then reported with the look-alike group around its cluster as its ``carriers``
 (:mod:`spray.analysis.extent`; 183 samples there, F1 0.91); any other finding with its members.
 """
 from __future__ import annotations
@@ -420,10 +420,11 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         where = describe_place(box, shape)
         decided_by, reason = _explain(kind, by_look, flagged, score, threshold, consistency, separation, local,
                                       non_local, shift, box, where, size, share)
-        # a finding decided by its inputs' look is carried by the look-alike group around the cluster
-        # (spray.analysis.extent); any other by the cluster's members
-        carriers = inputs.look_group(members) if flagged and by_look else members
-        if flagged and by_look:
+        # a non-local finding whose members are look-alikes is carried by the look-alike group around
+        # the cluster (spray.analysis.extent); a local one by the cluster's members (its pixels)
+        by_looks = flagged and kind == "non-local" and non_local.look >= LOOK_LIFT
+        carriers = inputs.look_group(members) if by_looks else members
+        if by_looks:
             reason += (f"; carried by the {int(carriers.sum())} samples of the class whose inputs look most like its "
                        f"members' (the look-alike group around it, {int((carriers & ~members).sum())} of them in other "
                        f"clusters, {int((members & ~carriers).sum())} members left out), all listed for review")

@@ -135,7 +135,7 @@ def _write_category(g: h5py.Group, out: h5py.Group, record: dict, clusterer: str
 
 def _carriers(record: dict, labels: np.ndarray) -> np.ndarray:
     """(n,) bool, in the class's order: the samples that carry one of its flagged findings (a
-    cluster's members, or for a finding decided by look the look-alike group around it)."""
+    cluster's members, or for a non-local one the look-alike group around it)."""
     position = {}
     for c in record["clusters"]:
         position.update(zip(c["members"], np.flatnonzero(labels == c["cluster"]).tolist()))
