@@ -10,7 +10,7 @@ look lift of at least ``LOOK_LIFT``, whether the look or the colour consistency 
 reported with the group that look defines: starting from the cluster, the set of the class's samples that is
 most closed in the look-alike graph (fewest look-alike links to the rest of the class for its
 size: the lowest conductance of a sweep over the samples ordered by their personalised PageRank
-from the members; Andersen, Chung and Lang 2006's local partitioning). No bar is set: the set is
+from the members; Andersen, Chung and Lang 2006's local partitioning). No new bar is set: the set is
 where the look-alike graph is cut most cleanly around the cluster.
 
 A shortcut is assumed to sit on a minority of its class (as the suspicion score does): the sweep
