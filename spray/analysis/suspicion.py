@@ -422,9 +422,9 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
                                       non_local, shift, box, where, size, share)
         # a non-local finding whose members are look-alikes is carried by the look-alike group around
         # the cluster (spray.analysis.extent); a local one by the cluster's members (its pixels)
-        by_looks = flagged and kind == "non-local" and non_local.look >= LOOK_LIFT
-        carriers = inputs.look_group(members) if by_looks else members
-        if by_looks:
+        look_carried = flagged and kind == "non-local" and non_local.look >= LOOK_LIFT
+        carriers = inputs.look_group(members) if look_carried else members
+        if look_carried:
             reason += (f"; carried by the {int(carriers.sum())} samples of the class whose inputs look most like its "
                        f"members' (the look-alike group around it, {int((carriers & ~members).sum())} of them in other "
                        f"clusters, {int((members & ~carriers).sum())} members left out), all listed for review")
