@@ -90,13 +90,15 @@ def test_class_page_preview_selection_and_export(demo_run, tmp_path):
         b.eval("document.getElementById('export-csv').click()")
         rows = list(csv.DictReader(_downloaded(downloads, "class-00000000-selection.csv").open()))
         assert [r["id"] for r in rows] == [ids[i] for i in selected]
-        # "select in the map" on the flagged cluster, then JSON export: exactly its members
-        b.eval(f"document.querySelector('[data-select-cluster=\"{flagged['id']}\"]').click()")
-        b.wait_for(f"window.sprayState.selected.size === {flagged['size']}")
+        # "select its images in the map" on the flagged cluster, then JSON export: exactly its finding's
+        # samples (a local finding: its members)
+        assert sorted(flagged["carriers"]) == sorted(flagged["members"])
+        b.eval(f"document.querySelector('[data-select-finding=\"{flagged['id']}\"]').click()")
+        b.wait_for(f"window.sprayState.selected.size === {len(flagged['carriers'])}")
         b.eval("document.getElementById('export-json').click()")
         exported = json.loads(_downloaded(downloads, "class-00000000-selection.json").read_text())
-        assert sorted(s["id"] for s in exported["samples"]) == sorted(flagged["members"])
-        assert all(s["flagged"] and s["cluster"] == flagged["id"] for s in exported["samples"])
+        assert sorted(s["id"] for s in exported["samples"]) == sorted(flagged["carriers"])
+        assert all(s["flagged"] and s["in_finding"] and s["cluster"] == flagged["id"] for s in exported["samples"])
         # other k and colour by suspicion redraw
         b.eval("{ const k = document.getElementById('k'); k.value = '3'; k.dispatchEvent(new Event('change')); }")
         assert b.wait_for("document.getElementById('map').data.length") == 3

@@ -127,6 +127,7 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
     if not maps:
         maps = {"spectral": g["embedding/spectral"][()][:, 1:3]}
     ids = [store.ids[r] for r in rows]
+    position_of = {i: p for p, i in enumerate(ids)}
     eg = rec["eigengap"]
     page_clusters, class_json_clusters, review = [], [], []
     for c in clusters:
@@ -141,7 +142,7 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
             "box_words": words.box(c["box"], shape, c["where"]) if c["kind"] == "local" else
                          f"none, a non-local finding ({c['where']})",
             "box": c["box"] if c["kind"] == "local" else None,
-            "score_words": words.score(c, ctx["threshold"]),
+            "score_words": words.score(c, ctx["threshold"]), "n_carriers": len(c["carriers"]),
             "separation_words": words.separation(c["separation"], ctx["n_neighbors"])})
         class_json_clusters.append({
             "id": c["cluster"], "size": c["size"], "members": c["members"], "carriers": c["carriers"],
@@ -169,6 +170,7 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
     data = {"label": label, "name": rec["name"], "n": n, "k": k, "ids": ids, "rows": rows.tolist(),
             "maps": list(maps), "emb": {m: {"x": _rounded(xy[:, 0]), "y": _rounded(xy[:, 1])} for m, xy in maps.items()},
             "clusterings": {str(kk): v.tolist() for kk, v in clusterings.items()}, "flagged": flagged,
+            "carriers": {str(c["cluster"]): [position_of[m] for m in c["carriers"]] for c in clusters if c["flagged"]},
             "score": _rounded(score), "score_kind": score_kind,
             "score_max": float(max(2 * ctx["threshold"], float(score.max()) if n else 0.0)),
             "pos": pos.tolist(), "previews": ctx["previews"], "sheets": sheets, "threshold": ctx["threshold"],

@@ -180,7 +180,8 @@ cluster; boxes: each cluster's hot spot (solid red: flagged, dashed: not flagged
 <div class="card{% if cl.flagged %} flagged{% endif %}" id="cluster-{{ cl.cluster }}">
 <h3>Cluster {{ cl.cluster }}: {{ cl.size }} images ({{ "%.0f"|format(100 * cl.share) }}% of the class),
 {% if cl.flagged %}<span class="flag">flagged</span>{% else %}<span class="ok">not flagged</span>{% endif %}
-<button type="button" data-select-cluster="{{ cl.cluster }}">select in the map</button></h3>
+{% if cl.flagged %}<button type="button" data-select-finding="{{ cl.cluster }}">select its {{ cl.n_carriers }} images in the map</button>
+{% else %}<button type="button" data-select-cluster="{{ cl.cluster }}">select in the map</button>{% endif %}</h3>
 <p>{{ cl.reason[:1]|upper }}{{ cl.reason[1:] }}.</p>
 {% if cl.flip_words %}<p><b>{{ cl.flip_words }}</b></p>{% endif %}
 <p class="muted">What the numbers mean: {{ cl.score_words }}; {{ cl.separation_words }}. Hot spot: {{ cl.box_words }}.</p>
@@ -199,7 +200,7 @@ cluster; boxes: each cluster's hot spot (solid red: flagged, dashed: not flagged
 <ol class="next">
 {% if c.flagged %}
 <li>Review the {{ c.review_count }} images flagged with cluster {{ c.flagged|join(", ") }}: their ids are in <a href="clusters.csv">clusters.csv</a>
-(column <code>review_ids</code>) and <a href="samples.csv">samples.csv</a> (column <code>in_finding</code>); "select in the map" above
+(column <code>review_ids</code>) and <a href="samples.csv">samples.csv</a> (column <code>in_finding</code>); "select its images in the map" above
 and export them, or select any other group.</li>
 <li>Decide for each: a shortcut to remove from the data, a wrong label, or a legitimate second way the class looks.</li>
 <li>Clean the data, retrain, and audit the new model with a new <code>out:</code> folder; the cluster should be gone and its
@@ -307,14 +308,15 @@ CLASS_JS = r"""
 
   function exportRows() {
     const lab = labelsAt(state.k);
+    const finding = new Set(Object.values(D.carriers).flat());
     return Array.from(state.selected).sort((a, b) => a - b).map(i => ({
       id: D.ids[i], row: D.rows[i], cluster: lab[i], k: state.k, flagged: state.k === D.k && D.flagged.includes(lab[i]),
-      suspicion: Number(D.score[i].toFixed(4))}));
+      in_finding: finding.has(i), suspicion: Number(D.score[i].toFixed(4))}));
   }
 
   function csv(rows) {
     const quote = v => { const s = String(v); return /[",\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; };
-    const head = ['id', 'row', 'cluster', 'k', 'flagged', 'suspicion'];
+    const head = ['id', 'row', 'cluster', 'k', 'flagged', 'in_finding', 'suspicion'];
     return [head.join(',')].concat(rows.map(r => head.map(h => quote(r[h])).join(','))).join('\n') + '\n';
   }
 
@@ -365,6 +367,12 @@ CLASS_JS = r"""
     const c = Number(b.dataset.selectCluster);
     state.k = D.k; document.getElementById('k').value = String(D.k);
     select(labelsAt(D.k).map((v, i) => v === c ? i : -1).filter(i => i >= 0));
+    map.scrollIntoView({behavior: 'smooth', block: 'center'});
+  }));
+  // a flagged finding's samples: its cluster's members, or for a background the look-alike group around it
+  document.querySelectorAll('[data-select-finding]').forEach(b => b.addEventListener('click', () => {
+    state.k = D.k; document.getElementById('k').value = String(D.k);
+    select(D.carriers[b.dataset.selectFinding]);
     map.scrollIntoView({behavior: 'smooth', block: 'center'});
   }));
 
