@@ -332,9 +332,9 @@ def verify_flagged(store_path: Path, analysis: Path, spec: ExplainSpec, n_images
 
         for label, cl in todo:
             key = f"{label}/{cl['cluster']}"
-            member_rows = np.array([position[i] for i in cl["carriers"]])     # the finding's samples
-            donor_rows = np.sort(rng.permutation(member_rows)[:n_images])
-            rest_rows = np.setdiff1d(store.rows_of(label), member_rows)
+            finding_rows = np.array([position[i] for i in cl["carriers"]])
+            donor_rows = np.sort(rng.permutation(finding_rows)[:n_images])
+            rest_rows = np.setdiff1d(store.rows_of(label), finding_rows)
             rest_rows = np.sort(rng.permutation(rest_rows)[:n_images])
             other_rows = np.flatnonzero(store.labels != label)
             if len(other_rows) == 0 or len(rest_rows) == 0:

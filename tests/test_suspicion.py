@@ -188,15 +188,15 @@ def test_the_look_alike_group_is_the_cleanest_cut_and_a_minority_of_its_class():
     """Two look-alike groups (each sample's look-alikes in its own group): from a seed that mixes
     them, the group is the one the seed mostly holds, cut where the look-alike graph is cut; a
     group of most of the class is never returned (its complement is the minority)."""
-    from spray.analysis.extent import look_group
+    from spray.analysis.extent import look_graph, look_group
     rng = np.random.default_rng(0)
     n, k = 200, 10
     group = np.arange(n) < 60
     looks = np.stack([rng.choice(np.flatnonzero(group == group[i]), k) for i in range(n)])
     seed = (group & (np.arange(n) % 3 > 0)) | (np.arange(n) >= 190)     # 40 of the 60, and 10 others
-    assert np.array_equal(look_group(looks, seed), group)
+    assert np.array_equal(look_group(look_graph(looks), seed), group)
     majority = np.arange(n) >= 60
-    assert look_group(looks, majority).sum() <= n // 2
+    assert look_group(look_graph(looks), majority).sum() <= n // 2
 
 
 def test_nothing_is_flagged_without_pixels():

@@ -7,11 +7,11 @@ background, of 187 that do). What the carriers share is their input's look: the 
 to one in colour distribution are crops of the same photo (a carrier's 10 look-alikes are 98%
 carriers there, a clean sample's 12%). So a non-local finding whose members are look-alikes (a
 look lift of at least ``LOOK_LIFT``, whether the look or the colour consistency decided it) is
-reported with the group that look defines: starting from the cluster, the set of the class's samples that is
-most closed in the look-alike graph (fewest look-alike links to the rest of the class for its
-size: the lowest conductance of a sweep over the samples ordered by their personalised PageRank
-from the members; Andersen, Chung and Lang 2006's local partitioning). No new bar is set: the set is
-where the look-alike graph is cut most cleanly around the cluster.
+reported with the group that look defines: starting from the cluster, the set of the class's
+samples that is most closed in the look-alike graph (fewest look-alike links to the rest of the
+class for its size: the lowest conductance of a sweep over the samples ordered by their
+personalised PageRank from the members; Andersen, Chung and Lang 2006's local partitioning). No
+new bar is set: the set is where the look-alike graph is cut most cleanly around the cluster.
 
 A shortcut is assumed to sit on a minority of its class (as the suspicion score does): the sweep
 stops at half the class, since beyond it the complement is the more closed side. A local finding
@@ -38,12 +38,12 @@ def look_graph(looks: np.ndarray) -> sp.csr_matrix:
     return a
 
 
-def look_group(looks: np.ndarray, members: np.ndarray, graph: sp.csr_matrix = None) -> np.ndarray:
-    """(n,) bool: the most look-closed group around ``members`` (see the module's docstring). The
-    samples are ordered by their closeness to the members (:func:`_closeness`); of the prefixes up
-    to half the class, the one of lowest conductance in the look-alike graph is returned."""
+def look_group(graph: sp.csr_matrix, members: np.ndarray) -> np.ndarray:
+    """(n,) bool: the most look-closed group around ``members`` in the class's look-alike ``graph``
+    (:func:`look_graph`; see the module's docstring). The samples are ordered by their closeness to
+    the members (:func:`_closeness`); of the prefixes up to half the class, the one of lowest
+    conductance is returned."""
     n = len(members)
-    graph = graph if graph is not None else look_graph(looks)
     degree = np.asarray(graph.sum(1)).ravel()
     order = np.argsort(-_closeness(graph, degree, members), kind="stable")
     position = np.empty(n, np.int64)

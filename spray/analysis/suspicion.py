@@ -83,6 +83,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
 
+from .extent import look_graph, look_group
+
 THRESHOLD = 0.05
 CONSISTENT = 0.5
 SEPARATED = 0.5
@@ -350,10 +352,9 @@ class ClassInputs:
 
     def look_group(self, members: np.ndarray) -> np.ndarray:
         """The look-alike group around ``members`` (:func:`spray.analysis.extent.look_group`)."""
-        from .extent import look_graph, look_group
         if self.graph is None:
             self.graph = look_graph(self.looks)
-        return look_group(self.looks, members, self.graph)
+        return look_group(self.graph, members)
 
 
 def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[sp.spmatrix],

@@ -128,6 +128,9 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
         maps = {"spectral": g["embedding/spectral"][()][:, 1:3]}
     ids = [store.ids[r] for r in rows]
     position_of = {i: p for p, i in enumerate(ids)}
+    finding_at = {c["cluster"]: [position_of[m] for m in c["carriers"]] for c in clusters if c["flagged"]}
+    in_finding = np.zeros(n, bool)
+    in_finding[[p for at in finding_at.values() for p in at]] = True
     eg = rec["eigengap"]
     page_clusters, class_json_clusters, review = [], [], []
     for c in clusters:
@@ -151,16 +154,15 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
             "hot_spot_box": c["box"], "where": c["where"], "flip_rate": entry["rate"] if entry else None,
             "flip": entry})
         if c["flagged"]:
-            row_of = dict(zip(ids, rows.tolist()))
-            review += [{"class": label, "class_name": rec["name"], "cluster": c["cluster"], "id": m,
-                        "row": row_of[m], "cluster_suspicion": round(c["score"], 4),
-                        "flip_rate": None if not entry else round(entry["rate"], 4)} for m in c["carriers"]]
+            review += [{"class": label, "class_name": rec["name"], "cluster": c["cluster"], "id": ids[p],
+                        "row": int(rows[p]), "cluster_suspicion": round(c["score"], 4),
+                        "flip_rate": None if not entry else round(entry["rate"], 4)} for p in finding_at[c["cluster"]]]
     accuracy_words = words.accuracy(rec["accuracy"])
     eigengap_words = words.eigengap(int(eg["k"]), eg["gap"], eg["runner_up"], eg["runner_up_gap"], rec["eigenvalues"])
     if rec["k_reason"]:   # the reported clustering is not the eigengap's
         eigengap_words += f" Shown: {rec['k_reason']}."
     page = {"name": rec["name"], "label": label, "n": n, "k": k, "ks": ks, "flagged": flagged,
-            "review_count": sum(len(c["carriers"]) for c in clusters if c["flagged"]), "accuracy_words": accuracy_words,
+            "review_count": sum(len(at) for at in finding_at.values()), "accuracy_words": accuracy_words,
             "components": rec["graph_components"], "map_words": map_words, "maps": list(maps),
             "score_kind": score_kind, "sheets": sheets, "shape": shape, "clusters": page_clusters,
             "eigengap_words": eigengap_words,
@@ -170,7 +172,7 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
     data = {"label": label, "name": rec["name"], "n": n, "k": k, "ids": ids, "rows": rows.tolist(),
             "maps": list(maps), "emb": {m: {"x": _rounded(xy[:, 0]), "y": _rounded(xy[:, 1])} for m, xy in maps.items()},
             "clusterings": {str(kk): v.tolist() for kk, v in clusterings.items()}, "flagged": flagged,
-            "carriers": {str(c["cluster"]): [position_of[m] for m in c["carriers"]] for c in clusters if c["flagged"]},
+            "carriers": {str(c): at for c, at in finding_at.items()},
             "score": _rounded(score), "score_kind": score_kind,
             "score_max": float(max(2 * ctx["threshold"], float(score.max()) if n else 0.0)),
             "pos": pos.tolist(), "previews": ctx["previews"], "sheets": sheets, "threshold": ctx["threshold"],
@@ -190,7 +192,7 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
     samples = pd.DataFrame({"id": ids, "row": rows, "label": store.labels[rows].astype(int),
                             "prediction": store.predictions[rows].astype(int), "cluster": labels.astype(int),
                             "cluster_flagged": np.isin(labels, flagged),
-                            "in_finding": np.isin(ids, [m for c in clusters if c["flagged"] for m in c["carriers"]]),
+                            "in_finding": in_finding,
                             "score": np.round(score, 6)})
     samples.to_csv(folder / "samples.csv", index=False)
     class_json = {"label": label, "name": rec["name"], "n": n, "k": k, "k_reason": rec["k_reason"],
