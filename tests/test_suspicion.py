@@ -199,6 +199,32 @@ def test_the_look_alike_group_is_the_cleanest_cut_and_a_minority_of_its_class():
     assert look_group(look_graph(looks), majority).sum() <= n // 2
 
 
+def test_look_closeness_ranks_a_group_above_samples_that_merely_resemble_some_members():
+    """A group of 60 look-alikes, of which the cluster holds 30: the other 30 name only 2 members
+    among their 10 look-alikes (the rest are each other), while 20 samples of the class outside the
+    group name 3 members and otherwise the class's rest. A sample's own share of member look-alikes
+    ranks those 20 above the group's other half; the closeness (look-alikes of look-alikes) ranks the
+    whole group first, 1 for a typical member, in [0, 1] throughout."""
+    from spray.analysis.extent import look_closeness, look_graph
+    rng = np.random.default_rng(0)
+    n, k = 200, 10
+    index = np.arange(n)
+    members, outer, near, rest = index < 30, (index >= 30) & (index < 60), (index >= 60) & (index < 80), index >= 60
+
+    def pick(pool, count, i):
+        pool = np.flatnonzero(pool)
+        return rng.choice(pool[pool != i], count, replace=False)
+    looks = np.stack([pick(members, k, i) if members[i] else np.r_[pick(members, 2, i), pick(outer, 8, i)]
+                      if outer[i] else np.r_[pick(members, 3, i), pick(rest, 7, i)] if near[i] else pick(rest, k, i)
+                      for i in range(n)])
+    share = members[looks].mean(1)
+    assert share[near].max() > share[outer].min()                # the one-step share mixes them
+    closeness = look_closeness(look_graph(looks), members)
+    assert closeness.min() >= 0 and closeness.max() <= 1
+    assert (closeness[members] == 1.0).mean() >= 0.5              # a typical member: 1
+    assert closeness[outer].min() > closeness[rest].max()
+
+
 def test_nothing_is_flagged_without_pixels():
     maps, _, _ = _maps_with_moving_objects()
     labels = (np.arange(len(maps)) < 40).astype(int)

@@ -37,7 +37,8 @@ and cannot be told from its object by any within-class contrast (spray does not 
   class nearest to a member by the colour distribution of its whole input are members. Where the
   colour consistency falls short, the look lift (:func:`_look`) stands in for it, with its own bar
   ``LOOK_LIFT``, for a minority of the class only (a look-closed group's complement is look-closed
-  too); a sample's evidence is then its share of member look-alikes;
+  too); a sample's evidence is then its closeness to the members in the look-alike graph
+  (:func:`spray.analysis.extent.look_closeness`);
 - ``separation``: the share of the members' kNN edges that stay inside the cluster (1 -
   conductance; Anders et al. 2022 rank Clever-Hans candidates by how separable they are);
 - score = separation x consistency x magnitude for the stronger of the two kinds; flagged when the
@@ -49,8 +50,9 @@ sample's own magnitude for the cluster's finding (its relevance share in the con
 times how closely its pixels match the members' picture on the artifact's own consistent pixels,
 not on the whole cells, whose background varies; or its relevance share on the
 cluster's own colours beyond the class's median share). Where a cluster's members are look-alikes
-(a lift of at least ``LOOK_LIFT``), whichever kind decided, a sample's share of member look-alikes
-counts too (separation x lift x that share x the cluster's excess relevance on its own colours): a
+(a lift of at least ``LOOK_LIFT``), whichever kind decided, a sample's closeness to the members in
+the look-alike graph counts too (separation x lift x that closeness x the cluster's excess relevance
+on its own colours): a
 background can also be alike at one corner and be flagged by its pixels there, while its other
 members differ at that corner. A tagged sample scores high even where SpRAy put it into another
 cluster, so samples can be ranked for review.
@@ -83,7 +85,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
 
-from .extent import look_graph, look_group
+from .extent import look_closeness, look_graph, look_group
 
 THRESHOLD = 0.05
 CONSISTENT = 0.5
@@ -277,7 +279,6 @@ class _NonLocal:
     consistency: float
     evidence: np.ndarray
     look: float = 0.0
-    look_share: Optional[np.ndarray] = None
 
 
 def look_neighbours(pixels: np.ndarray, k: int = LOOK_NEIGHBOURS) -> np.ndarray:
@@ -289,17 +290,16 @@ def look_neighbours(pixels: np.ndarray, k: int = LOOK_NEIGHBOURS) -> np.ndarray:
     return knn_indices(counts.reshape(n, -1) / (h * w), k, "exact")[0]
 
 
-def _look(neighbours: np.ndarray, members: np.ndarray) -> Tuple[float, np.ndarray]:
-    """(lift, share): ``share`` = each sample's fraction of look-alikes that are members; ``lift`` =
-    the members' mean share beyond chance (the cluster's size), as a fraction of what is left
-    above chance: 0 when looks and cluster are unrelated, 1 when every member's look-alikes are
-    members. A look-closed group's complement is look-closed too, so only a minority of its class
-    can carry this evidence (a majority is the class's typical picture)."""
-    share = members[neighbours].mean(1)
+def _look(neighbours: np.ndarray, members: np.ndarray) -> float:
+    """The look lift: the members' mean fraction of look-alikes that are members, beyond chance (the
+    cluster's size), as a fraction of what is left above chance: 0 when looks and cluster are
+    unrelated, 1 when every member's look-alikes are members. A look-closed group's complement is
+    look-closed too, so only a minority of its class can carry this evidence (a majority is the
+    class's typical picture)."""
     chance = float(members.mean())
     if chance >= 0.5:
-        return 0.0, share
-    return float((share[members].mean() - chance) / (1.0 - chance)), share
+        return 0.0
+    return float((members[neighbours[members]].mean() - chance) / (1.0 - chance))
 
 
 def _non_local(hist, members) -> _NonLocal:
@@ -348,13 +348,20 @@ class ClassInputs:
 
     def look_lift(self, members: np.ndarray) -> float:
         """The members' look lift (:func:`_look`); 0 without look-alikes."""
-        return _look(self.looks, members)[0] if self.looks is not None and not members.all() else 0.0
+        return _look(self.looks, members) if self.looks is not None and not members.all() else 0.0
 
     def look_group(self, members: np.ndarray) -> np.ndarray:
         """The look-alike group around ``members`` (:func:`spray.analysis.extent.look_group`)."""
+        return look_group(self._graph(), members)
+
+    def look_closeness(self, members: np.ndarray) -> np.ndarray:
+        """Each sample's closeness to ``members`` (:func:`spray.analysis.extent.look_closeness`)."""
+        return look_closeness(self._graph(), members)
+
+    def _graph(self) -> sp.csr_matrix:
         if self.graph is None:
             self.graph = look_graph(self.looks)
-        return look_group(self.graph, members)
+        return self.graph
 
 
 def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[sp.spmatrix],
@@ -384,7 +391,7 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
             local = _local(pooled, members, pixels, q)
             non_local = _non_local(hist, members) if hist is not None else _NonLocal(0.0, 0.0, np.zeros(n))
             if looks is not None:
-                non_local.look, non_local.look_share = _look(looks, members)
+                non_local.look = _look(looks, members)
             shift = float(0.5 * np.abs(pooled[members].mean(0) - pooled[~members].mean(0)).sum())
         local_score = separation * max(local.consistency, 0) * max(local.hot, 0)
         # non-local: the members look at the same colours, or (a photo background varies in colour
@@ -402,8 +409,9 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         if not by_look:
             evidence = local.evidence if kind == "local" else non_local.evidence
             sample = np.maximum(sample, separation * max(consistency, 0) * evidence)
-        if non_local.look >= LOOK_LIFT and non_local.look_share is not None:   # whichever kind decided
-            sample = np.maximum(sample, separation * non_local.look * non_local.look_share * max(non_local.off, 0))
+        if non_local.look >= LOOK_LIFT:   # whichever kind decided
+            closeness = inputs.look_closeness(members)
+            sample = np.maximum(sample, separation * non_local.look * closeness * max(non_local.off, 0))
         consistent = consistency >= (LOOK_LIFT if by_look else CONSISTENT)
         flagged = bool(score >= threshold and consistent and separation >= SEPARATED
                        and size >= MIN_SIZE and share >= MIN_SHARE)
