@@ -188,15 +188,16 @@ def test_the_look_alike_group_is_the_cleanest_cut_and_a_minority_of_its_class():
     """Two look-alike groups (each sample's look-alikes in its own group): from a seed that mixes
     them, the group is the one the seed mostly holds, cut where the look-alike graph is cut; a
     group of most of the class is never returned (its complement is the minority)."""
-    from spray.analysis.extent import look_graph, look_group
+    from spray.analysis.extent import look_graph, look_group, look_walk
     rng = np.random.default_rng(0)
     n, k = 200, 10
     group = np.arange(n) < 60
     looks = np.stack([rng.choice(np.flatnonzero(group == group[i]), k) for i in range(n)])
     seed = (group & (np.arange(n) % 3 > 0)) | (np.arange(n) >= 190)     # 40 of the 60, and 10 others
-    assert np.array_equal(look_group(look_graph(looks), seed), group)
+    graph = look_graph(looks)
+    assert np.array_equal(look_group(graph, look_walk(graph, seed)), group)
     majority = np.arange(n) >= 60
-    assert look_group(look_graph(looks), majority).sum() <= n // 2
+    assert look_group(graph, look_walk(graph, majority)).sum() <= n // 2
 
 
 def test_look_closeness_ranks_a_group_above_samples_that_merely_resemble_some_members():
@@ -205,7 +206,7 @@ def test_look_closeness_ranks_a_group_above_samples_that_merely_resemble_some_me
     group name 3 members and otherwise the class's rest. A sample's own share of member look-alikes
     ranks those 20 above the group's other half; the closeness (look-alikes of look-alikes) ranks the
     whole group first, 1 for a typical member, in [0, 1] throughout."""
-    from spray.analysis.extent import look_closeness, look_graph
+    from spray.analysis.extent import look_closeness, look_graph, look_walk
     rng = np.random.default_rng(0)
     n, k = 200, 10
     index = np.arange(n)
@@ -219,7 +220,8 @@ def test_look_closeness_ranks_a_group_above_samples_that_merely_resemble_some_me
                       for i in range(n)])
     share = members[looks].mean(1)
     assert share[near].max() > share[outer].min()                # the one-step share mixes them
-    closeness = look_closeness(look_graph(looks), members)
+    graph = look_graph(looks)
+    closeness = look_closeness(look_walk(graph, members), members)
     assert closeness.min() >= 0 and closeness.max() <= 1
     assert (closeness[members] == 1.0).mean() >= 0.5              # a typical member: 1
     assert closeness[outer].min() > closeness[rest].max()

@@ -42,14 +42,14 @@ def look_graph(looks: np.ndarray) -> sp.csr_matrix:
     return a
 
 
-def look_group(graph: sp.csr_matrix, members: np.ndarray) -> np.ndarray:
-    """(n,) bool: the most look-closed group around ``members`` in the class's look-alike ``graph``
-    (:func:`look_graph`; see the module's docstring). The samples are ordered by their closeness to
-    the members (:func:`_closeness`); of the prefixes up to half the class, the one of lowest
-    conductance is returned."""
-    n = len(members)
+def look_group(graph: sp.csr_matrix, walk: np.ndarray) -> np.ndarray:
+    """(n,) bool: the most look-closed group around a cluster in the class's look-alike ``graph``
+    (:func:`look_graph`; see the module's docstring). The samples are ordered by ``walk``, their
+    closeness to the cluster's members (:func:`look_walk`); of the prefixes up to half the class,
+    the one of lowest conductance is returned."""
+    n = len(walk)
     degree = np.asarray(graph.sum(1)).ravel()
-    order = np.argsort(-_closeness(graph, degree, members), kind="stable")
+    order = np.argsort(-walk, kind="stable")
     position = np.empty(n, np.int64)
     position[order] = np.arange(n)
     upper = sp.triu(graph, k=1).tocoo()
@@ -70,33 +70,31 @@ def look_group(graph: sp.csr_matrix, members: np.ndarray) -> np.ndarray:
     return group
 
 
-def look_closeness(graph: sp.csr_matrix, members: np.ndarray) -> np.ndarray:
-    """(n,) in [0, 1]: each sample's closeness to ``members`` in the look-alike ``graph`` (the order
-    :func:`look_group` sweeps), relative to the members' median and capped at 1: 1 for a sample as
-    close to the group as a typical member, near 0 for one the walk from the members hardly
-    reaches. It counts the look-alikes of look-alikes, so a carrier that few members name as a
-    look-alike still ranks with the group. As the sample evidence of the scene beds' backgrounds (12
-    runs: 6 beds, 2 trainings) in place of a sample's own share of member look-alikes, it raised the
-    sample AUROC within the class on 7 runs and lowered it by at most 0.011 on the others; the lowest
-    went from 0.939 to 0.954."""
-    degree = np.asarray(graph.sum(1)).ravel()
-    closeness = _closeness(graph, degree, members)
-    typical = np.median(closeness[members]) if members.any() else 0.0
-    return np.minimum(1.0, closeness / typical) if typical > 0 else np.zeros(len(members))
-
-
-def _closeness(graph: sp.csr_matrix, degree: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """Each sample's closeness to the members in the look-alike graph: its personalised PageRank
-    from them (restarting with probability ``RESTART``), per unit of degree, the order in which
-    Andersen, Chung and Lang sweep. Unlike the share of a sample's own look-alikes that are members,
-    it counts the look-alikes of look-alikes too, so a carrier that few members name as a look-alike
-    still ranks with the group it belongs to."""
+def look_walk(graph: sp.csr_matrix, members: np.ndarray) -> np.ndarray:
+    """(n,): each sample's closeness to ``members`` in the look-alike ``graph``: its personalised
+    PageRank from them (restarting with probability ``RESTART``), per unit of degree, the order in
+    which Andersen, Chung and Lang sweep. Unlike the share of a sample's own look-alikes that are
+    members, it counts the look-alikes of look-alikes too, so a carrier that few members name as a
+    look-alike still ranks with the group it belongs to. Computed once per cluster, it serves both
+    :func:`look_group` and :func:`look_closeness`."""
+    degree = np.maximum(np.asarray(graph.sum(1)).ravel(), 1e-12)
     start = members / max(members.sum(), 1)
-    walk = sp.diags(1.0 / np.maximum(degree, 1e-12)) @ graph          # row-stochastic
+    walk = sp.diags(1.0 / degree) @ graph          # row-stochastic
     rank = start.copy()
     for _ in range(STEPS):
         rank = RESTART * start + (1 - RESTART) * (walk.T @ rank)
-    return rank / np.maximum(degree, 1e-12)
+    return rank / degree
 
 
-__all__ = ["look_closeness", "look_graph", "look_group"]
+def look_closeness(walk: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """(n,) in [0, 1]: ``walk`` (:func:`look_walk`) relative to the members' median and capped at
+    1: 1 for a sample as close to the group as a typical member, near 0 for one the walk from the
+    members hardly reaches. As the sample evidence of the scene beds' backgrounds (12 runs: 6 beds,
+    2 trainings) in place of a sample's own share of member look-alikes, it raised the sample AUROC
+    within the class on 7 runs and lowered it by at most 0.011 on the others; the lowest went from
+    0.939 to 0.954."""
+    typical = np.median(walk[members]) if members.any() else 0.0
+    return np.minimum(1.0, walk / typical) if typical > 0 else np.zeros(len(members))
+
+
+__all__ = ["look_closeness", "look_graph", "look_group", "look_walk"]

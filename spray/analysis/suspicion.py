@@ -85,7 +85,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
 
-from .extent import look_closeness, look_graph, look_group
+from .extent import look_closeness, look_graph, look_group, look_walk
 
 THRESHOLD = 0.05
 CONSISTENT = 0.5
@@ -350,15 +350,8 @@ class ClassInputs:
         """The members' look lift (:func:`_look`); 0 without look-alikes."""
         return _look(self.looks, members) if self.looks is not None and not members.all() else 0.0
 
-    def look_group(self, members: np.ndarray) -> np.ndarray:
-        """The look-alike group around ``members`` (:func:`spray.analysis.extent.look_group`)."""
-        return look_group(self._graph(), members)
-
-    def look_closeness(self, members: np.ndarray) -> np.ndarray:
-        """Each sample's closeness to ``members`` (:func:`spray.analysis.extent.look_closeness`)."""
-        return look_closeness(self._graph(), members)
-
-    def _graph(self) -> sp.csr_matrix:
+    def look_graph(self) -> sp.csr_matrix:
+        """The class's symmetric look-alike graph (:func:`spray.analysis.extent.look_graph`)."""
         if self.graph is None:
             self.graph = look_graph(self.looks)
         return self.graph
@@ -409,8 +402,10 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         if not by_look:
             evidence = local.evidence if kind == "local" else non_local.evidence
             sample = np.maximum(sample, separation * max(consistency, 0) * evidence)
-        if non_local.look >= LOOK_LIFT:   # whichever kind decided
-            closeness = inputs.look_closeness(members)
+        # the members' look-alike walk (spray.analysis.extent), whichever kind decided
+        walk = look_walk(inputs.look_graph(), members) if non_local.look >= LOOK_LIFT else None
+        if walk is not None:
+            closeness = look_closeness(walk, members)
             sample = np.maximum(sample, separation * non_local.look * closeness * max(non_local.off, 0))
         consistent = consistency >= (LOOK_LIFT if by_look else CONSISTENT)
         flagged = bool(score >= threshold and consistent and separation >= SEPARATED
@@ -432,7 +427,7 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         # a non-local finding whose members are look-alikes is carried by the look-alike group around
         # the cluster (spray.analysis.extent); a local one by the cluster's members (its pixels)
         look_carried = flagged and kind == "non-local" and non_local.look >= LOOK_LIFT
-        carriers = inputs.look_group(members) if look_carried else members
+        carriers = look_group(inputs.look_graph(), walk) if look_carried else members
         if look_carried:
             reason += (f"; carried by the {int(carriers.sum())} samples of the class whose inputs look most like its "
                        f"members' (the look-alike group around it, {int((carriers & ~members).sum())} of them in other "
