@@ -195,9 +195,27 @@ def test_the_look_alike_group_is_the_cleanest_cut_and_a_minority_of_its_class():
     looks = np.stack([rng.choice(np.flatnonzero(group == group[i]), k) for i in range(n)])
     seed = (group & (np.arange(n) % 3 > 0)) | (np.arange(n) >= 190)     # 40 of the 60, and 10 others
     graph = look_graph(looks)
-    assert np.array_equal(look_group(graph, look_walk(graph, seed)), group)
+    assert np.array_equal(look_group(graph, look_walk(graph, seed), seed), group)
     majority = np.arange(n) >= 60
-    assert look_group(graph, look_walk(graph, majority)).sum() <= n // 2
+    assert look_group(graph, look_walk(graph, majority), majority).sum() <= n // 2
+
+
+def test_the_look_alike_group_holds_most_of_its_cluster_not_a_closed_clique_inside_it():
+    """A cluster of 80 look-alikes of which 10 are look-alikes only of each other (a component of
+    their own, conductance 0): the group around the cluster is the 80, not the 10."""
+    from spray.analysis.extent import look_graph, look_group, look_walk
+    rng = np.random.default_rng(1)
+    n, k = 240, 6
+    clique, cluster = np.arange(n) < 10, np.arange(n) < 80
+    pools = [np.flatnonzero(clique), np.flatnonzero(cluster & ~clique), np.flatnonzero(~cluster)]
+    side = np.where(clique, 0, np.where(cluster, 1, 2))
+    looks = np.stack([rng.choice(pools[side[i]][pools[side[i]] != i], k, replace=False) for i in range(n)])
+    # the 70 are look-alikes of each other and, a little, of the rest of the class
+    looks[10:80, -1] = rng.choice(pools[2], 70)
+    graph = look_graph(looks)
+    group = look_group(graph, look_walk(graph, cluster), cluster)
+    assert group[clique].all() and group.sum() >= 70
+    assert (group & cluster).sum() > 40
 
 
 def test_look_closeness_ranks_a_group_above_samples_that_merely_resemble_some_members():

@@ -9,7 +9,7 @@ to one in colour distribution are crops of the same photo (a carrier's 10 look-a
 carriers there, a clean sample's 12%). So a non-local finding whose members are look-alikes (a
 look lift of at least ``LOOK_LIFT``, whether the look or the colour consistency decided it) is
 reported with the group that look defines: starting from the cluster, the set of the class's
-samples that is most closed in the look-alike graph (fewest look-alike links to the rest of the
+samples, holding most of the cluster, that is most closed in the look-alike graph (fewest look-alike links to the rest of the
 class for its size: the lowest conductance of a sweep over the samples ordered by their
 personalised PageRank from the members; Andersen, Chung and Lang 2006's local partitioning). No
 new bar is set: the set is where the look-alike graph is cut most cleanly around the cluster.
@@ -42,11 +42,14 @@ def look_graph(looks: np.ndarray) -> sp.csr_matrix:
     return a
 
 
-def look_group(graph: sp.csr_matrix, walk: np.ndarray) -> np.ndarray:
+def look_group(graph: sp.csr_matrix, walk: np.ndarray, members: np.ndarray) -> np.ndarray:
     """(n,) bool: the most look-closed group around a cluster in the class's look-alike ``graph``
     (:func:`look_graph`; see the module's docstring). The samples are ordered by ``walk``, their
-    closeness to the cluster's members (:func:`look_walk`); of the prefixes up to half the class,
-    the one of lowest conductance is returned."""
+    closeness to the cluster's ``members`` (:func:`look_walk`); of the prefixes up to half the
+    class that hold most of the members (more than half), the one of lowest conductance is
+    returned. Without that bar a few near-identical crops inside the cluster, look-alikes only of
+    each other, are the cleanest cut of all (conductance near 0) and would be reported as the
+    group "around" a cluster they hold a tenth of; none is returned where no prefix qualifies."""
     n = len(walk)
     degree = np.asarray(graph.sum(1)).ravel()
     order = np.argsort(-walk, kind="stable")
@@ -64,6 +67,8 @@ def look_group(graph: sp.csr_matrix, walk: np.ndarray) -> np.ndarray:
     smaller = np.minimum(volume, degree.sum() - volume)
     conductance = np.where(smaller > 0, cut / np.where(smaller > 0, smaller, 1), np.inf)
     conductance[n // 2:] = np.inf                     # a minority of the class only
+    held = np.cumsum(members[order])[:n - 1]
+    conductance[held <= members.sum() / 2] = np.inf    # around the cluster: most of its members
     group = np.zeros(n, bool)
     if np.isfinite(conductance).any():
         group[order[:int(np.argmin(conductance)) + 1]] = True

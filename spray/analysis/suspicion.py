@@ -427,7 +427,7 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         # a non-local finding whose members are look-alikes is carried by the look-alike group around
         # the cluster (spray.analysis.extent); a local one by the cluster's members (its pixels)
         look_carried = flagged and kind == "non-local" and non_local.look >= LOOK_LIFT
-        carriers = look_group(inputs.look_graph(), walk) if look_carried else members
+        carriers = look_group(inputs.look_graph(), walk, members) if look_carried else members
         if look_carried:
             reason += (f"; carried by the {int(carriers.sum())} samples of the class whose inputs look most like its "
                        f"members' (the look-alike group around it, {int((carriers & ~members).sum())} of them in other "
