@@ -5,6 +5,7 @@ index ranks and filters the classes. Plus the ranking rule and the words, withou
 import csv
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -184,3 +185,42 @@ def test_words_for_the_numbers():
         {"preset": "epsilon", "by_type": {"Conv2d": {"rule": "gamma", "gamma": 0.5}}})
     gap = words.eigengap(2, 0.96, 3, 0.33, [0.0, 0.006, 0.15])
     assert "k = 2 groups" in gap and "eigenvalue 3 is 0.150" in gap and "clean split" in gap
+
+
+@needs_browser
+def test_select_finding_selects_its_carriers_where_they_are_not_its_members(demo_run, tmp_path):
+    """A background finding is carried by the look-alike group around its cluster, not by its
+    members: the page's "select its N images" button, its JSON export and review.csv follow the
+    carriers (here: two members left out, three samples of other clusters added)."""
+    import pandas as pd
+    from spray.report import write_report
+    analysis = tmp_path / "analysis"
+    shutil.copytree(demo_run / "analysis", analysis)
+    summary = json.loads((analysis / "analysis.json").read_text())
+    rec = next(r for r in summary["classes"] if r["label"] == 0)
+    flagged = next(c for c in rec["clusters"] if c["flagged"])
+    others = [i for c in rec["clusters"] if c is not flagged for i in c["members"]]
+    flagged["carriers"] = flagged["members"][2:] + others[:3]
+    (analysis / "analysis.json").write_text(json.dumps(summary))
+    verification = json.loads((analysis / "verification.json").read_text())
+    index = write_report(demo_run / "store", analysis, tmp_path / "report", verification)
+    page = index.parent / "class-00000000" / "index.html"
+    review = pd.read_csv(index.parent / "review.csv")
+    assert sorted(review.loc[review["class"] == 0, "id"]) == sorted(flagged["carriers"])
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with Browser(tmp_path / "profile", 1280, 1000) as b:
+        b.send("Page.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
+        b.goto(page.as_uri())
+        b.wait_for("document.body.dataset.ready === 'map'")
+        button = f"document.querySelector('[data-select-finding=\"{flagged['cluster']}\"]')"
+        assert f"select its {len(flagged['carriers'])} images" in b.eval(f"{button}.textContent")
+        b.eval(f"{button}.click()")
+        b.wait_for(f"window.sprayState.selected.size === {len(flagged['carriers'])}")
+        b.eval("document.getElementById('export-json').click()")
+        exported = json.loads(_downloaded(downloads, "class-00000000-selection.json").read_text())
+    samples = {s["id"]: s for s in exported["samples"]}
+    assert sorted(samples) == sorted(flagged["carriers"])
+    assert all(s["in_finding"] for s in samples.values())
+    assert not any(samples[i]["flagged"] for i in others[:3])        # carriers from unflagged clusters
+    assert all(samples[i]["flagged"] for i in flagged["members"][2:])
