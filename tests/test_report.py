@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,17 @@ def _downloaded(folder: Path, name: str, timeout: float = 20.0) -> Path:
     raise AssertionError(f"{name} was not downloaded into {folder}: {list(folder.iterdir())}")
 
 
+@contextmanager
+def _class_page(page: Path, tmp_path: Path, downloads: Path):
+    """A class page opened in Chromium, its map drawn, downloads going to ``downloads``."""
+    downloads.mkdir()
+    with Browser(tmp_path / "profile", 1280, 1000) as b:
+        b.send("Page.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
+        b.goto(page.as_uri())
+        b.wait_for("document.body.dataset.ready === 'map'")
+        yield b
+
+
 @needs_browser
 def test_class_page_preview_selection_and_export(demo_run, tmp_path):
     assert CHROMIUM, "CI must have Chromium (.ci/run installs Debian's chromium)"
@@ -53,11 +65,7 @@ def test_class_page_preview_selection_and_export(demo_run, tmp_path):
     summary = json.loads((page.parent / "summary.json").read_text())
     flagged = next(c for c in summary["clusters"] if c["flagged"])
     downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    with Browser(tmp_path / "profile", 1280, 1000) as b:
-        b.send("Page.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
-        b.goto(page.as_uri())
-        b.wait_for("document.body.dataset.ready === 'map'")
+    with _class_page(page, tmp_path, downloads) as b:
         # every picture the page cuts its tiles from loads; nothing is fetched from a network
         sheets = b.eval("""Promise.all([...new Set([...document.querySelectorAll('.sprite')].map(s =>
             getComputedStyle(s).backgroundImage.slice(5, -2)))].map(u => new Promise(ok => {
@@ -208,11 +216,7 @@ def test_select_finding_selects_its_carriers_where_they_are_not_its_members(demo
     review = pd.read_csv(index.parent / "review.csv")
     assert sorted(review.loc[review["class"] == 0, "id"]) == sorted(flagged["carriers"])
     downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    with Browser(tmp_path / "profile", 1280, 1000) as b:
-        b.send("Page.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
-        b.goto(page.as_uri())
-        b.wait_for("document.body.dataset.ready === 'map'")
+    with _class_page(page, tmp_path, downloads) as b:
         button = f"document.querySelector('[data-select-finding=\"{flagged['cluster']}\"]')"
         assert f"select its {len(flagged['carriers'])} images" in b.eval(f"{button}.textContent")
         b.eval(f"{button}.click()")
