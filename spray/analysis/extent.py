@@ -32,11 +32,18 @@ STEPS = 60          # power iterations: the remaining error shrinks as 0.85 ** S
 
 
 def look_graph(looks: np.ndarray) -> sp.csr_matrix:
-    """The class's symmetric look-alike graph (an edge where either sample is among the other's
-    look-alikes) from its (n, k) look-alike indices."""
+    """The class's symmetric look-alike graph from its (n, k) look-alike indices: an edge where
+    either sample is among the other's look-alikes, of weight 2 where each names the other (the
+    sum of the directed graph and its transpose). Look-alikes are not mutual in general: a crop in
+    a crowded region of colour space is named by many samples it does not name back, so a pair
+    that names each other is the stronger evidence of one source. With a binary graph the
+    conductance sweep's minimum lay on flat stretches (0.090 at 130-140 samples against 0.093 at 180
+    on scenes-heldout run 2); weighted, F1 of the background's carriers went 0.88 -> 0.96 there and
+    0.89 -> 0.93 on scenes-fresh6 run 2, no other bed run moved by more than 0.01 (chosen after
+    seeing these beds, so they do not validate it)."""
     n, k = looks.shape
     a = sp.csr_matrix((np.ones(n * k), (np.repeat(np.arange(n), k), looks.ravel())), shape=(n, n))
-    a = a.maximum(a.T).tocsr()
+    a = (a + a.T).tocsr()
     a.setdiag(0)
     a.eliminate_zeros()
     return a

@@ -74,7 +74,7 @@ eigengap k often mixes a background's carriers into clusters split by where the 
 the eigengap's k=2 holds at most 60% carriers in a cluster and nothing is flagged; k=6 isolates
 160 samples at 83% carriers, flagged by their look (F1 0.80). A non-local finding whose members
 are look-alikes is then reported with the look-alike group around its cluster as its ``carriers``
-(:mod:`spray.analysis.extent`; 183 samples there, F1 0.91); any other finding with its members.
+(:mod:`spray.analysis.extent`; 165 samples there, F1 0.91); any other finding with its members.
 """
 from __future__ import annotations
 
