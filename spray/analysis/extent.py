@@ -9,10 +9,11 @@ to one in colour distribution are crops of the same photo (a carrier's 10 look-a
 carriers there, a clean sample's 12%). So a non-local finding whose members are look-alikes (a
 look lift of at least ``LOOK_LIFT``, whether the look or the colour consistency decided it) is
 reported with the group that look defines: starting from the cluster, the set of the class's
-samples, holding most of the cluster, that is most closed in the look-alike graph (fewest look-alike links to the rest of the
-class for its size: the lowest conductance of a sweep over the samples ordered by their
-personalised PageRank from the members; Andersen, Chung and Lang 2006's local partitioning). No
-new bar is set: the set is where the look-alike graph is cut most cleanly around the cluster.
+samples, holding most of the cluster, that is most closed in the look-alike graph (fewest
+look-alike links to the rest of the class for its size: the lowest conductance of a sweep over the
+samples ordered by their personalised PageRank from the members; Andersen, Chung and Lang 2006's
+local partitioning). No new bar is set: the set is where the look-alike graph is cut most cleanly
+around the cluster.
 
 A shortcut is assumed to sit on a minority of its class (as the suspicion score does): the sweep
 stops at half the class, since beyond it the complement is the more closed side. A local finding
