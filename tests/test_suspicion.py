@@ -216,6 +216,10 @@ def test_the_look_alike_group_holds_most_of_its_cluster_not_a_closed_clique_insi
     group = look_group(graph, look_walk(graph, cluster), cluster)
     assert group[clique].all() and group.sum() >= 70
     assert (group & cluster).sum() > 40
+    # a walk that ranks the members last leaves no prefix of half the class holding most of them:
+    # the group is the cluster itself, never empty
+    last = np.where(cluster, 0.0, 1.0)
+    assert np.array_equal(look_group(graph, last, cluster), cluster)
 
 
 def test_look_closeness_ranks_a_group_above_samples_that_merely_resemble_some_members():

@@ -57,7 +57,9 @@ def look_group(graph: sp.csr_matrix, walk: np.ndarray, members: np.ndarray) -> n
     class that hold most of the members (more than half), the one of lowest conductance is
     returned. Without that bar a few near-identical crops inside the cluster, look-alikes only of
     each other, are the cleanest cut of all (conductance near 0) and would be reported as the
-    group "around" a cluster they hold a tenth of; none is returned where no prefix qualifies."""
+    group "around" a cluster they hold a tenth of. Where no prefix qualifies (the walk ranks most
+    members below half the class), the cluster's members are the group: a finding is never
+    reported as carried by no sample."""
     n = len(walk)
     degree = np.asarray(graph.sum(1)).ravel()
     order = np.argsort(-walk, kind="stable")
@@ -77,9 +79,10 @@ def look_group(graph: sp.csr_matrix, walk: np.ndarray, members: np.ndarray) -> n
     conductance[n // 2:] = np.inf                     # a minority of the class only
     held = np.cumsum(members[order])[:n - 1]
     conductance[held <= members.sum() / 2] = np.inf    # around the cluster: most of its members
+    if not np.isfinite(conductance).any():
+        return members.copy()
     group = np.zeros(n, bool)
-    if np.isfinite(conductance).any():
-        group[order[:int(np.argmin(conductance)) + 1]] = True
+    group[order[:int(np.argmin(conductance)) + 1]] = True
     return group
 
 
