@@ -121,6 +121,28 @@ def test_a_consistent_background_is_flagged_non_local():
     assert found.look_consistency >= 0.25 and np.array_equal(found.carriers, textured)   # its look-alike group
 
 
+def test_a_colour_finding_ranks_its_members_above_samples_on_one_of_its_colours():
+    """A background of two colours (blue and green, everywhere in its 50 members' inputs) against
+    ten clean samples whose whole input is that blue: all their relevance lies on one of the
+    finding's colours, more than a member's, but their colour profile is unlike the members' (no
+    green). A sample's evidence counts its relevance on the finding's colours as far as its profile
+    matches the members' (as a local finding's counts its share as far as its pixels match), so the
+    members rank above them (without the match the ten ranked first)."""
+    maps, pixels, _ = _maps_with_moving_objects(seed=1)
+    n = len(maps)
+    members, blue = np.arange(n) < 50, (np.arange(n) >= 50) & (np.arange(n) < 60)
+    maps[members] = 0.3 * maps[members] + 0.7 * maps[members].sum((1, 2))[:, None, None] / 256
+    checker = (np.add.outer(np.arange(32), np.arange(32)) % 2 == 0)[None, :, :, None]
+    noise = 0.05 * np.random.default_rng(2).random((50, 32, 32, 3))
+    pixels[members] = np.where(checker, [0.1, 0.2, 0.9], [0.1, 0.9, 0.2]) + noise
+    pixels[blue] = [0.1, 0.2, 0.9]
+    maps /= maps.sum((1, 2), keepdims=True)
+    scores = score_clusters(maps, members.astype(int), None, factor=(2, 2), pixels=pixels)
+    found = {s.cluster: s for s in scores.clusters}[1]
+    assert found.flagged and found.kind == "non-local" and found.decided_by == "colour consistency", found.reason
+    assert scores.sample_score[blue].max() < scores.sample_score[members].min(), scores.sample_score[blue]
+
+
 def _photo_crops(n: int, size: int, seed: int, dominant: float = 0.4) -> np.ndarray:
     """Crops of one photo: a ``dominant`` share of brown texture everywhere, the rest a hue that runs
     across the photo, so that crops from far apart share only the brown and crops from nearby share
@@ -182,6 +204,26 @@ def test_a_look_finding_is_carried_by_the_look_alike_group_around_its_cluster():
     assert np.array_equal(found.carriers, photo), (np.flatnonzero(found.carriers ^ photo))
     assert "carried by the 50 samples of the class" in found.reason and "10 of them in other clusters" in found.reason
     assert not {s.cluster: s for s in scores.clusters}[0].carriers.any()     # unflagged: carries nothing
+
+
+def test_a_background_seen_at_one_place_is_carried_by_its_look_alike_group():
+    """The sky of one photo across the top of its crops: a cluster of 35 of the 50 crops puts its
+    relevance there, where its pixels are the same in every member (a local finding). Its members'
+    look-alikes (the other 15 crops) carry that sky too, more than the class's other samples do, so
+    the finding is a background seen at one place and is carried by its look-alike group, not by its
+    cluster alone (the cluster's 35 before)."""
+    maps, pixels, _, photo = photo_background_class(looked_at=False)
+    n = len(maps)
+    pixels[photo, :8] = np.array([0.5, 0.7, 1.0]) + 0.03 * np.random.default_rng(7).random((50, 8, 32, 3))
+    cluster = photo & (np.arange(n) >= 15)
+    maps[cluster] = 0.3 * maps[cluster]
+    maps[cluster, :4] += 0.7 / 64
+    maps /= maps.sum((1, 2), keepdims=True)
+    scores = score_clusters(maps, cluster.astype(int), None, factor=(2, 2), pixels=pixels)
+    found = {s.cluster: s for s in scores.clusters}[1]
+    assert found.flagged and found.kind == "local", found.reason
+    assert np.array_equal(found.carriers, photo), np.flatnonzero(found.carriers ^ photo)
+    assert "a background seen at a strip along the top border" in found.reason and "carried by the 50 samples" in found.reason
 
 
 def test_the_look_alike_group_is_the_cleanest_cut_and_a_minority_of_its_class():
