@@ -191,6 +191,25 @@ def test_a_photo_background_is_flagged_by_its_look_alike_inputs_only_where_the_m
         assert not any(s.flagged for s in scores.clusters)
 
 
+def test_look_alikes_are_judged_by_every_colour_not_only_by_the_dominant_one():
+    """Every input is mostly one grey (30-97% of its pixels); 40 of 100 fill the rest with one red,
+    the others with anything. By the plain distance of colour frequencies the grey's share decides,
+    and a red-filled input with much grey had inputs of the same grey share as look-alikes (92% of
+    the 40's look-alikes were red-filled); by the Hellinger distance the shared red counts too
+    (99.5%)."""
+    from spray.analysis.suspicion import look_neighbours
+    rng = np.random.default_rng(0)
+    n, size = 100, 16
+    share = rng.uniform(0.3, 0.97, n)
+    pixels = rng.random((n, size, size, 3)).astype(np.float32)
+    u = rng.random((n, size, size))
+    pixels[u < share[:, None, None]] = [0.5, 0.5, 0.5]
+    red = np.arange(n) < 40
+    pixels[(u >= share[:, None, None]) & red[:, None, None]] = [0.9, 0.1, 0.1]
+    looks = look_neighbours(pixels)
+    assert red[looks[red]].mean() >= 0.98, red[looks[red]].mean()
+
+
 def test_a_look_finding_is_carried_by_the_look_alike_group_around_its_cluster():
     """SpRAy's cluster holds only part of a background's carriers, mixed with others that SpRAy put
     beside them; the finding reports the look-alike group around it: every crop of the photo, and
