@@ -225,24 +225,36 @@ def test_a_look_finding_is_carried_by_the_look_alike_group_around_its_cluster():
     assert not {s.cluster: s for s in scores.clusters}[0].carriers.any()     # unflagged: carries nothing
 
 
-def test_a_background_seen_at_one_place_is_carried_by_its_look_alike_group():
+@pytest.mark.parametrize("others_looked_at", [True, False])
+def test_a_background_seen_at_one_place_is_carried_by_its_look_alike_group(others_looked_at):
     """The sky of one photo across the top of its crops: a cluster of 35 of the 50 crops puts its
-    relevance there, where its pixels are the same in every member (a local finding). Its members'
-    look-alikes (the other 15 crops) carry that sky too, more than the class's other samples do, so
-    the finding is a background seen at one place and is carried by its look-alike group, not by its
-    cluster alone (the cluster's 35 before)."""
+    relevance there, where its pixels are the same in every member (a local finding). Where the
+    model looks at the other 15 crops by the photo's colours too (spread over the image, so SpRAy
+    put them elsewhere), the finding is a background seen at one place and is carried by its
+    look-alike group, all 50 (the cluster's 35 before). Where it looks at their objects only, they
+    do not carry the model's strategy and the cluster's members carry it."""
     maps, pixels, _, photo = photo_background_class(looked_at=False)
     n = len(maps)
     pixels[photo, :8] = np.array([0.5, 0.7, 1.0]) + 0.03 * np.random.default_rng(7).random((50, 8, 32, 3))
     cluster = photo & (np.arange(n) >= 15)
     maps[cluster] = 0.3 * maps[cluster]
     maps[cluster, :4] += 0.7 / 64
+    others = photo & ~cluster
+    if others_looked_at:
+        maps[others] = 0.3 * maps[others] + 0.7 / 256
+    else:           # on their objects' own pixels, none on the photo around them
+        maps[others] *= maps[others] > 0.05 * maps[others].max((1, 2), keepdims=True)
     maps /= maps.sum((1, 2), keepdims=True)
     scores = score_clusters(maps, cluster.astype(int), None, factor=(2, 2), pixels=pixels)
     found = {s.cluster: s for s in scores.clusters}[1]
     assert found.flagged and found.kind == "local", found.reason
-    assert np.array_equal(found.carriers, photo), np.flatnonzero(found.carriers ^ photo)
-    assert "a background seen at a strip along the top border" in found.reason and "carried by the 50 samples" in found.reason
+    if others_looked_at:
+        assert np.array_equal(found.carriers, photo), np.flatnonzero(found.carriers ^ photo)
+        assert "a background seen at a strip along the top border" in found.reason
+        assert "carried by the 50 samples" in found.reason
+    else:
+        assert np.array_equal(found.carriers, cluster), np.flatnonzero(found.carriers ^ cluster)
+        assert "background seen" not in found.reason and "carried by" not in found.reason
 
 
 def test_the_look_alike_group_is_the_cleanest_cut_and_a_minority_of_its_class():

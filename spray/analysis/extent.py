@@ -18,9 +18,9 @@ around the cluster.
 A shortcut is assumed to sit on a minority of its class (as the suspicion score does): the sweep
 stops at half the class, since beyond it the complement is the more closed side. A local finding
 (the same pixels at a fixed place) keeps its cluster where its carriers are defined by those
-pixels, as a tag's are: crops that merely look like its members do not carry it. Where the
-members' look-alikes carry those pixels too (a background seen at one place; see
-:func:`spray.analysis.suspicion._look_carries_pixels`) it is reported with the look-alike group.
+pixels, as a tag's are: crops that merely look like its members do not carry it. Where the model
+looks at the members' look-alikes as at its members (a background seen at one place; see
+:func:`spray.analysis.suspicion._looked_at_alike`) it is reported with the look-alike group.
 
 The same closeness ranks the class's samples for review (:func:`look_closeness`), so that the group
 reported as carrying a finding is the top of the ranking its samples get, not a set apart from it.
