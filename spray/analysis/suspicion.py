@@ -186,6 +186,13 @@ def _consistency(d: np.ndarray, members: np.ndarray) -> float:
     return float(1.0 - np.median(d[members]) / typical) if typical > 0 else 0.0
 
 
+def _match(d: np.ndarray) -> np.ndarray:
+    """Per sample, from its distance ``d`` to the members' common picture: 1 at the picture, 0 at
+    or beyond the class's typical distance (its median)."""
+    typical = np.median(d)
+    return np.clip(1.0 - d / typical, 0, 1) if typical > 0 else np.zeros(len(d))
+
+
 def _upsample(cells: np.ndarray, q: int) -> np.ndarray:
     return np.kron(cells, np.ones((q, q), dtype=cells.dtype)) if q > 1 else cells
 
@@ -234,9 +241,7 @@ def _local(pooled, members, pixels, q) -> _Local:
     # which differs from member to member (a tag on another background is still the tag)
     if patch.any():
         d = _distance_to_template(pixels, patch, members)
-    typical = np.median(d)
-    match = np.clip(1.0 - d / typical, 0, 1) if typical > 0 else np.zeros(n)
-    return _Local(region, hot, consistency, share * match, patch)
+    return _Local(region, hot, consistency, share * _match(d), patch)
 
 
 def _patch(region: np.ndarray, pixels: np.ndarray, members: np.ndarray, q: int) -> np.ndarray:
@@ -337,9 +342,7 @@ def _non_local(hist, members) -> _NonLocal:
     # the complement of a tagged group also has "own" colours (all but the tag's), but objects of
     # random colours give it no common profile
     d = np.abs(hist - np.median(hist[members], axis=0)[None]).sum(1)
-    typical = np.median(d)
-    match = np.clip(1.0 - d / typical, 0, 1) if typical > 0 else np.zeros(n)
-    return _NonLocal(off, _consistency(d, members), np.maximum(share - base, 0) * match)
+    return _NonLocal(off, _consistency(d, members), np.maximum(share - base, 0) * _match(d))
 
 
 def _separation(adjacency: Optional[sp.spmatrix], members: np.ndarray) -> float:
@@ -447,8 +450,8 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         decided_by, reason = _explain(kind, by_look, flagged, score, threshold, consistency, separation, local,
                                       non_local, shift, box, where, size, share)
         # a non-local finding whose members are look-alikes is carried by the look-alike group around
-        # the cluster (spray.analysis.extent), and so is a local one whose pixels come with that look
-        # (a background seen at one place); a tag by the cluster's members (its pixels)
+        # the cluster (spray.analysis.extent), and so is a local one whose look-alikes the model looks
+        # at as at its members (a background seen at one place); a tag by the cluster's members
         group = look_group(inputs.look_graph(), walk, members) if flagged and walk is not None else None
         seen_at_one_place = kind == "local" and group is not None and _looked_at_alike(non_local.evidence, members, group)
         look_carried = group is not None and (kind == "non-local" or seen_at_one_place)
