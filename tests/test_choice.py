@@ -4,7 +4,7 @@ and never a finer k whose flags are groups of objects drawn alike."""
 import numpy as np
 
 from spray.analysis.choice import choose_clustering
-from spray.analysis.suspicion import ClassInputs, score_clusters
+from spray.analysis.suspicion import ClassInputs, ClassScores, Suspicion, score_clusters
 
 from .test_suspicion import _maps_with_moving_objects, photo_background_class
 
@@ -66,3 +66,49 @@ def test_without_pixels_the_eigengaps_k_stands():
     maps, _, photo, clusterings = _class_with_a_photo_background(looked_at=True)
     choice = _choose(maps, None, clusterings)
     assert choice.k == 2 and not any(s.flagged for s in choice.scores.clusters)
+
+
+def _finding(cluster: int, size: int, carriers: np.ndarray, look: float) -> Suspicion:
+    """A flagged look-alike finding as ``score_clusters`` reports it (only what the choice reads)."""
+    return Suspicion(cluster, size, size / len(carriers), 0.2, True, "non-local", 0.0, 0.2, look, 0.0, 0.0, look, 0.8,
+                     0.3, (0, 0, 1, 1), "most of the image", "input look", "", carriers=carriers)
+
+
+def test_of_the_other_k_the_one_whose_look_alike_group_is_cut_most_cleanly_is_reported():
+    """100 samples, crops of two photos (0-39 and 40-99), each crop's look-alikes in its own photo.
+    k=3 flags a fragment whose look-alike group spills into the other photo; k=4 isolates the first
+    photo. k=3 flags more samples, yet k=4's group is the closed one: k=4 is reported."""
+    rng = np.random.default_rng(0)
+    photo = np.arange(100) < 40
+    looks = []
+    for i in range(100):
+        same = np.flatnonzero(photo == photo[i])
+        looks.append(rng.choice(same[same != i], 10, replace=False))
+    inputs = ClassInputs(None, None, np.stack(looks))
+    spilled = photo.copy()
+    spilled[:10], spilled[40:55] = False, True
+    scores = {2: ClassScores([], np.zeros(100, np.float32)),
+              3: ClassScores([_finding(1, 45, spilled, 0.3)], np.zeros(100, np.float32)),
+              4: ClassScores([_finding(2, 40, photo, 0.9)], np.zeros(100, np.float32))}
+    clusterings = {k: np.full(100, k) for k in scores}      # the labels only key the stubbed score
+    choice = choose_clustering(clusterings, 2, _AnyLook(inputs), lambda labels: scores[int(labels[0])])
+    assert choice.k == 4, choice.reason
+    assert "most cleanly" in choice.reason and "40 samples against 0" in choice.reason
+    # the eigengap's k stands where its flags hold as many samples
+    scores[2] = ClassScores([_finding(0, 40, photo, 0.9)], np.zeros(100, np.float32))
+    choice = choose_clustering(clusterings, 2, _AnyLook(inputs), lambda labels: scores[int(labels[0])])
+    assert choice.k == 2 and choice.reason == ""
+
+
+class _AnyLook:
+    """ClassInputs whose every cluster passes the look-lift test for eligibility (the stubbed
+    scores carry the lifts the choice then reads)."""
+
+    def __init__(self, inputs: ClassInputs):
+        self.inputs = inputs
+
+    def look_lift(self, members):
+        return 1.0
+
+    def look_graph(self):
+        return self.inputs.look_graph()
