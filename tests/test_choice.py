@@ -93,7 +93,7 @@ def test_of_the_other_k_the_one_whose_look_alike_group_is_cut_most_cleanly_is_re
     clusterings = {k: np.full(100, k) for k in scores}      # the labels only key the stubbed score
     choice = choose_clustering(clusterings, 2, _AnyLook(inputs), lambda labels: scores[int(labels[0])])
     assert choice.k == 4, choice.reason
-    assert "most cleanly" in choice.reason and "40 samples against 0" in choice.reason
+    assert "most cleanly out of the look-alike graph" in choice.reason and "40 samples against 0" in choice.reason
     # the eigengap's k stands where its flags hold as many samples
     scores[2] = ClassScores([_finding(0, 40, photo, 0.9)], np.zeros(100, np.float32))
     choice = choose_clustering(clusterings, 2, _AnyLook(inputs), lambda labels: scores[int(labels[0])])
