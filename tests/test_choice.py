@@ -2,6 +2,7 @@
 look-alike group that it flags (a background the eigengap's clusters mix with the rest of the class),
 and never a finer k whose flags are groups of objects drawn alike."""
 import numpy as np
+import scipy.sparse as sp
 
 from spray.analysis.choice import choose_clustering
 from spray.analysis.suspicion import ClassInputs, ClassScores, Suspicion, score_clusters
@@ -21,7 +22,7 @@ def _class_with_a_photo_background(looked_at: bool):
 def _choose(maps, pixels, clusterings, k_eigengap=2):
     inputs = ClassInputs.of(maps, pixels)
     return choose_clustering(clusterings, k_eigengap, inputs,
-                             lambda labels: score_clusters(maps, labels, None, factor=(2, 2), inputs=inputs))
+                             lambda labels: score_clusters(maps, labels, None, factor=(2, 2), inputs=inputs), None)
 
 
 def test_a_background_the_eigengaps_clusters_mix_is_reported_at_the_k_that_isolates_it():
@@ -74,29 +75,41 @@ def _finding(cluster: int, size: int, carriers: np.ndarray, look: float) -> Susp
                      0.3, (0, 0, 1, 1), "most of the image", "input look", "", carriers=carriers)
 
 
-def test_of_the_other_k_the_one_whose_look_alike_group_is_cut_most_cleanly_is_reported():
-    """100 samples, crops of two photos (0-39 and 40-99), each crop's look-alikes in its own photo.
-    k=3 flags a fragment whose look-alike group spills into the other photo; k=4 isolates the first
-    photo. k=3 flags more samples, yet k=4's group is the closed one: k=4 is reported."""
+def _graph_within(groups) -> sp.csr_matrix:
+    """A kNN-like graph: each sample linked to 10 others of its own group."""
     rng = np.random.default_rng(0)
-    photo = np.arange(100) < 40
-    looks = []
-    for i in range(100):
-        same = np.flatnonzero(photo == photo[i])
-        looks.append(rng.choice(same[same != i], 10, replace=False))
-    inputs = ClassInputs(None, None, np.stack(looks))
-    spilled = photo.copy()
-    spilled[:10], spilled[40:55] = False, True
+    n = len(groups)
+    rows, cols = [], []
+    for i in range(n):
+        same = np.flatnonzero(groups == groups[i])
+        for j in rng.choice(same[same != i], 10, replace=False):
+            rows.append(i)
+            cols.append(j)
+    a = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    return a.maximum(a.T).tocsr()
+
+
+def test_of_the_other_k_the_one_whose_carriers_the_relevance_keeps_apart_is_reported():
+    """100 crops: 0-39 of the shortcut's photo, 40-54 of a photo that looks like it, 55-99 of others.
+    By their look, 0-54 are one closed community. The model reads 0-39 by the background and 40-99
+    by their objects, so its relevance graph keeps 0-39 apart. k=3 reports the look community (55
+    carriers), k=4 the 40: k=4 is reported, though k=3 flags more (the rule before took the
+    cleanest cut of the look-alike graph, k=3's community)."""
+    source = np.where(np.arange(100) < 40, 0, np.where(np.arange(100) < 55, 1, 2))
+    inputs = ClassInputs(None, None, None, graph=_graph_within((source < 2).astype(int)))
+    relevance = _graph_within((source == 0).astype(int))
+    shortcut, community = source == 0, source < 2
     scores = {2: ClassScores([], np.zeros(100, np.float32)),
-              3: ClassScores([_finding(1, 45, spilled, 0.3)], np.zeros(100, np.float32)),
-              4: ClassScores([_finding(2, 40, photo, 0.9)], np.zeros(100, np.float32))}
+              3: ClassScores([_finding(1, 55, community, 0.9)], np.zeros(100, np.float32)),
+              4: ClassScores([_finding(2, 40, shortcut, 0.9)], np.zeros(100, np.float32))}
     clusterings = {k: np.full(100, k) for k in scores}      # the labels only key the stubbed score
-    choice = choose_clustering(clusterings, 2, _AnyLook(inputs), lambda labels: scores[int(labels[0])])
+    choice = choose_clustering(clusterings, 2, _AnyLook(inputs), lambda labels: scores[int(labels[0])], relevance)
     assert choice.k == 4, choice.reason
-    assert "most cleanly out of the look-alike graph" in choice.reason and "40 samples against 0" in choice.reason
+    assert "the model's relevance keeps its carriers apart best (1.00 of the way" in choice.reason
+    assert "40 samples against 0" in choice.reason
     # the eigengap's k stands where its flags hold as many samples
-    scores[2] = ClassScores([_finding(0, 40, photo, 0.9)], np.zeros(100, np.float32))
-    choice = choose_clustering(clusterings, 2, _AnyLook(inputs), lambda labels: scores[int(labels[0])])
+    scores[2] = ClassScores([_finding(0, 40, community & (np.arange(100) >= 15), 0.9)], np.zeros(100, np.float32))
+    choice = choose_clustering(clusterings, 2, _AnyLook(inputs), lambda labels: scores[int(labels[0])], relevance)
     assert choice.k == 2 and choice.reason == ""
 
 

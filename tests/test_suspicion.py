@@ -295,22 +295,25 @@ def test_the_look_alike_group_holds_most_of_its_cluster_not_a_closed_clique_insi
     assert np.array_equal(look_group(graph, last, cluster), cluster)
 
 
-def test_conductance_is_the_share_of_a_groups_links_that_leave_it():
-    """Two cliques of 4 joined by one edge: each clique keeps 12 of its 13 link ends (conductance
-    1/13), the same as the sweep in look_group minimises; an empty or whole group has none."""
+def test_separation_lift_is_how_far_a_group_keeps_its_graph_edges_beyond_chance():
+    """Two cliques of 4 joined by one edge: each clique keeps 12 of its 13 edge ends, chance (its
+    share of the class) is 1/2, so the lift is (12/13 - 1/2) / (1/2); a group across both cliques
+    keeps fewer than chance; an empty or whole group has no lift, and without a graph every group
+    is kept apart."""
     import scipy.sparse as sps
 
-    from spray.analysis.extent import conductance
+    from spray.analysis.suspicion import separation_lift
     a = np.zeros((8, 8))
     a[:4, :4] = a[4:, 4:] = 1
     np.fill_diagonal(a, 0)
     a[3, 4] = a[4, 3] = 1
     graph = sps.csr_matrix(a)
     left = np.arange(8) < 4
-    assert conductance(graph, left) == pytest.approx(1 / 13)
+    assert separation_lift(graph, left) == pytest.approx((12 / 13 - 0.5) / 0.5)
     mixed = np.isin(np.arange(8), [0, 1, 4, 5])
-    assert conductance(graph, mixed) > 0.5
-    assert conductance(graph, np.zeros(8, bool)) == float("inf") == conductance(graph, np.ones(8, bool))
+    assert separation_lift(graph, mixed) < 0
+    assert separation_lift(graph, np.zeros(8, bool)) == 0 == separation_lift(graph, np.ones(8, bool))
+    assert separation_lift(None, mixed) == 1
 
 
 def test_look_closeness_ranks_a_group_above_samples_that_merely_resemble_some_members():

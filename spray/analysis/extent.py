@@ -88,17 +88,6 @@ def look_group(graph: sp.csr_matrix, walk: np.ndarray, members: np.ndarray) -> n
     return group
 
 
-def conductance(graph: sp.csr_matrix, group: np.ndarray) -> float:
-    """How closed ``group`` (n,) bool is in ``graph``: the weight of its edges to the rest over the
-    smaller side's volume (0: no link out; the quantity :func:`look_group` minimises)."""
-    degree = np.asarray(graph.sum(1)).ravel()
-    volume = float(degree[group].sum())
-    smaller = min(volume, float(degree.sum()) - volume)
-    if smaller <= 0:
-        return float("inf")
-    return (volume - float(graph[group][:, group].sum())) / smaller
-
-
 def look_walk(graph: sp.csr_matrix, members: np.ndarray) -> np.ndarray:
     """(n,): each sample's closeness to ``members`` in the look-alike ``graph``: its personalised
     PageRank from them (restarting with probability ``RESTART``), per unit of degree, the order in
@@ -126,4 +115,4 @@ def look_closeness(walk: np.ndarray, members: np.ndarray) -> np.ndarray:
     return np.minimum(1.0, walk / typical) if typical > 0 else np.zeros(len(members))
 
 
-__all__ = ["conductance", "look_closeness", "look_graph", "look_group", "look_walk"]
+__all__ = ["look_closeness", "look_graph", "look_group", "look_walk"]

@@ -353,6 +353,20 @@ def _separation(adjacency: Optional[sp.spmatrix], members: np.ndarray) -> float:
     return float(1.0 - inner[:, ~members].sum() / volume) if volume > 0 else 0.0
 
 
+def separation_lift(adjacency: Optional[sp.spmatrix], group: np.ndarray) -> float:
+    """How much better than chance the class's relevance graph keeps ``group`` (n,) bool apart: the
+    share of its members' edges that stay inside it beyond the group's share of the class (what a
+    group unrelated to the relevance keeps), as a fraction of what is left above chance (0:
+    unrelated, 1: no edge leaves it); the look lift's form, applied to the relevance. 1 without a
+    graph, 0 for an empty group or the whole class."""
+    share = float(group.mean()) if len(group) else 0.0
+    if adjacency is None:
+        return 1.0
+    if share <= 0 or share >= 1:
+        return 0.0
+    return (_separation(adjacency, group) - share) / (1.0 - share)
+
+
 @dataclass
 class ClassInputs:
     """What every clustering of one class is scored against, computed once per class: the input

@@ -126,7 +126,7 @@ def analyze_maps(relevance: np.ndarray, task: ClassTask, params, pixels: Optiona
             pixel_problem = str(err)
     inputs = ClassInputs.of(sp.pooled_, grid)
     choice = choose_clustering(sp.clusterings_, sp.k_, inputs, lambda labels: score_clusters(
-        sp.pooled_, labels, sp.graph_, sp.pool_factor_, params.threshold, inputs=inputs))
+        sp.pooled_, labels, sp.graph_, sp.pool_factor_, params.threshold, inputs=inputs), sp.graph_)
     labels = sp.clusterings_[choice.k]
     n_clusters = int(labels.max()) + 1  # k for k-means/agglomerative; found by density for (H)DBSCAN
     scores = choice.scores
