@@ -357,13 +357,13 @@ def separation_lift(adjacency: Optional[sp.spmatrix], group: np.ndarray) -> floa
     """How much better than chance the class's relevance graph keeps ``group`` (n,) bool apart: the
     share of its members' edges that stay inside it beyond the group's share of the class (what a
     group unrelated to the relevance keeps), as a fraction of what is left above chance (0:
-    unrelated, 1: no edge leaves it); the look lift's form, applied to the relevance. 1 without a
-    graph, 0 for an empty group or the whole class."""
+    unrelated, 1: no edge leaves it); the look lift's form, applied to the relevance. 0 for an
+    empty group or the whole class; 1 for any other group without a graph."""
     share = float(group.mean()) if len(group) else 0.0
-    if adjacency is None:
-        return 1.0
     if share <= 0 or share >= 1:
         return 0.0
+    if adjacency is None:
+        return 1.0
     return (_separation(adjacency, group) - share) / (1.0 - share)
 
 
