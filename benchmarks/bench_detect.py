@@ -3,6 +3,9 @@ clustering and spectral signatures and against plain eigengap SpRAy, same beds, 
 (spray.datasets.truth): per shortcut the F1 of the flagged groups against the planted samples (best
 group or the union of those in its class), the rank of its best group, false flags (flagged groups
 that are not mostly planted samples), the samples' AUROC within the shortcut's class, and seconds.
+spray's flags also go through its flip test with a control, as ``spray run`` verifies them
+(``pipelines.audit.verify_flagged``): ``flip`` says whether a group that found the shortcut was
+confirmed, ``false+`` how many false flags were (the peers have no such test: "-").
 
     python benchmarks/bench_detect.py                      # development beds (digits and scenes)
     python benchmarks/bench_detect.py --set held-out       # the held-out beds, reported apart
@@ -25,7 +28,7 @@ Peers, as their users would run them:
 A bed whose model is not good (clean accuracy < 0.9) is listed and not scored; a shortcut the model
 does not use (it flips < 50% of other classes' images) is listed and not scored, while the bed's
 other shortcuts are (its samples count as planted: flagging them is not a false flag). Heatmap stores are cached in ``--out``; the seconds are the detection step alone
-(spray: analysis incl. its pixel reads; ART: activations + detection), indicative on a busy machine.
+(spray: analysis incl. its pixel reads, not the flip test; ART: activations + detection), indicative on a busy machine.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from spray.pipelines.audit import verify_flagged  # noqa: E402
 from spray.analysis import AnalysisParams, analyze_store  # noqa: E402
 from spray.datasets import SCENE_BEDS, prepare_bed  # noqa: E402
 from spray.datasets.train import MIN_ACCURACY, MIN_FLIP_RATE  # noqa: E402
@@ -77,14 +81,18 @@ class Penultimate(nn.Module):
         return torch.flatten(m.avgpool(x), 1)
 
 
+def explain_spec(bed) -> ExplainSpec:
+    return ExplainSpec(data={"type": "npz", "path": str(bed.data)},
+                       model={**bed.info["model"], "weights": str(bed.weights)}, preprocess=bed.info["preprocess"],
+                       composite="epsilon_gamma_box", batch_size=64)
+
+
 def explained(bed, out: Path) -> Path:
     """The bed's heatmap store in ``out`` (the bed's folder), explained where missing. A cached store
     made for another model (the bed retrained) or by another store format is explained again, never
     reused."""
     store = out / "store"
-    spec = ExplainSpec(data={"type": "npz", "path": str(bed.data)},
-                       model={**bed.info["model"], "weights": str(bed.weights)}, preprocess=bed.info["preprocess"],
-                       composite="epsilon_gamma_box", batch_size=64)
+    spec = explain_spec(bed)
     started = time.perf_counter()
     for attempt in (0, 1):
         try:
@@ -104,8 +112,9 @@ def run_spray(bed, store: Path, out: Path):
     started = time.perf_counter()
     summary = analyze_store(store, out / "analysis", AnalysisParams(embeddings=()), progress=False)
     seconds = time.perf_counter() - started
+    verification = verify_flagged(store, out / "analysis", explain_spec(bed))   # as `spray run` does
     with HeatmapStore(store) as st:
-        groups = spray_groups(summary, st.ids)
+        groups = spray_groups(summary, st.ids, verification)
         scores = spray_sample_scores(out / "analysis" / "analysis.h5", len(st))
     return groups, scores, seconds
 
@@ -225,17 +234,23 @@ def _fmt(row: dict) -> list:
                       else "  FAILED BED, not scored") + ": " + "; ".join(row["failed"]))
         if not scored:
             return lines
-    lines.append(f"  {'method':<15} {'shortcut':<11} {'F1':>5} {'rank':>4} {'first':>5} {'AUROC':>6} {'false':>5} "
-                 f"{'flagged':>7} {'s':>7}")
+    lines.append(f"  {'method':<15} {'shortcut':<11} {'F1':>5} {'rank':>4} {'first':>5} {'AUROC':>6} {'flip':>5} "
+                 f"{'false':>5} {'false+':>6} {'flagged':>7} {'s':>7}")
     for method, r in row["methods"].items():
         items = list(r["shortcuts"].items()) or [("-", None)]
         for i, (kind, s) in enumerate(items):
             head = f"  {method if i == 0 else '':<15} {kind:<11} "
-            body = (f"{s['f1']:5.2f} {s['rank']:4d} {str(s['ranked_first']):>5} {s['auroc']:6.3f}" if s
-                    else f"{'-':>5} {'-':>4} {'-':>5} {'-':>6}")
-            tail = f" {r['false_flags']:5d} {r['flagged']:7d} {r['seconds']:7.1f}" if i == 0 else ""
+            body = (f"{s['f1']:5.2f} {s['rank']:4d} {str(s['ranked_first']):>5} {s['auroc']:6.3f} "
+                    f"{_yes_no(s.get('confirmed')):>5}" if s else f"{'-':>5} {'-':>4} {'-':>5} {'-':>6} {'-':>5}")
+            confirmed = r.get("false_confirmed")
+            tail = (f" {r['false_flags']:5d} {'-' if confirmed is None else confirmed:>6} {r['flagged']:7d} "
+                    f"{r['seconds']:7.1f}" if i == 0 else "")
             lines.append(head + body + tail)
     return lines
+
+
+def _yes_no(value) -> str:
+    return "-" if value is None else "yes" if value else "no"
 
 
 def main(argv=None) -> int:

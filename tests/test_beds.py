@@ -151,3 +151,19 @@ def test_a_job_can_name_every_bundled_bed():
     from spray.config import BedData
     from spray.datasets import BEDS, SCENE_BEDS
     assert set(get_args(BedData.model_fields["name"].annotation)) == set(BEDS) | set(SCENE_BEDS)
+
+
+def test_the_scorer_counts_which_flags_the_flip_test_confirmed():
+    """Two classes of 10: class 0's planted 0-4 found by a confirmed group, a clean group of class 1
+    flagged but not confirmed, another clean one flagged and confirmed; untested groups say nothing."""
+    from spray.datasets.truth import Group, judge
+    labels = np.repeat([0, 1], 10)
+    truth = np.where(np.arange(20) < 5, "stamp", "")
+    scores = np.where(np.arange(20) < 5, 1.0, 0.0)
+    groups = [Group(0, np.arange(5), 0.9, True, True), Group(1, np.arange(10, 14), 0.3, True, False),
+              Group(1, np.arange(14, 18), 0.2, True, True), Group(0, np.arange(5, 10), 0.0, False)]
+    verdict = judge(labels, truth, {"stamp": 0}, groups, scores)
+    assert verdict.shortcuts["stamp"].confirmed is True and verdict.shortcuts["stamp"].f1 == 1.0
+    assert verdict.false_flags == 2 and verdict.false_confirmed == 1
+    untested = judge(labels, truth, {"stamp": 0}, [Group(g.label, g.rows, g.score, g.flagged) for g in groups], scores)
+    assert untested.shortcuts["stamp"].confirmed is None and untested.false_confirmed is None

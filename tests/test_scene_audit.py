@@ -43,6 +43,12 @@ def test_the_flip_test_confirms_it_against_its_control(scene_bed, scene_run):
     assert verification and all(key.startswith("2/") for key in verification)
     for entry in verification.values():
         assert entry["confirmed"] and entry["rate"] >= 0.5 and entry["control_rate"] < 0.5 * entry["rate"], entry
+    summary = json.loads((scene_run / "analysis" / "analysis.json").read_text())
+    with HeatmapStore(scene_run / "store") as st:
+        truth = ground_truth(scene_bed.data, st.index)
+        scores = spray_sample_scores(scene_run / "analysis" / "analysis.h5", len(st))
+        result = judge(st.labels, truth, scene_bed.shortcuts, spray_groups(summary, st.ids, verification), scores)
+    assert result.shortcuts["stamp"].confirmed is True and result.false_confirmed == 0
 
 
 def test_every_sample_has_a_score_in_the_report(scene_run):

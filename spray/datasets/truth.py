@@ -8,19 +8,21 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 
 @dataclass
 class Group:
-    """A detector's group of samples in one class: store rows, a score for ranking, flagged or not."""
+    """A detector's group of samples in one class: store rows, a score for ranking, flagged or not,
+    and whether a flip test with a control confirmed the flag (None: not tested)."""
 
     label: int
     rows: np.ndarray
     score: float
     flagged: bool
+    confirmed: Optional[bool] = None
 
 
 @dataclass
@@ -32,6 +34,7 @@ class ShortcutResult:
     rank: int                  # 1-based rank of its best group among all groups (0: no group found it)
     ranked_first: bool         # all groups that found it rank above every other group
     auroc: float
+    confirmed: Optional[bool] = None   # a group that found it passed the flip test (None: none tested)
 
 
 @dataclass
@@ -39,10 +42,11 @@ class Verdict:
     shortcuts: Dict[str, ShortcutResult]
     false_flags: int           # flagged groups that are not mostly planted samples
     flagged: int
+    false_confirmed: Optional[int] = None   # false flags the flip test confirmed (None: no flag tested)
 
     def to_dict(self) -> dict:
         return {"shortcuts": {k: asdict(v) for k, v in self.shortcuts.items()}, "false_flags": self.false_flags,
-                "flagged": self.flagged}
+                "flagged": self.flagged, "false_confirmed": self.false_confirmed}
 
 
 def auroc(truth: np.ndarray, score: np.ndarray) -> float:
@@ -78,10 +82,14 @@ def judge(labels: np.ndarray, truth: np.ndarray, shortcuts: Dict[str, int], grou
         first = bool(mine) and all(ranked[i].score > ranked[j].score for i in mine for j in others
                                    if not mostly_planted[j])
         in_class = labels == label
+        tested = [ranked[i].confirmed for i in mine if ranked[i].confirmed is not None]
         results[kind] = ShortcutResult(kind, int(label), int(planted.sum()), float(f1), (mine[0] + 1) if mine else 0,
-                                       first, auroc(planted[in_class], sample_score[in_class]))
-    false = sum(1 for g, mp in zip(ranked, mostly_planted) if g.flagged and not mp)
-    return Verdict(results, false, sum(g.flagged for g in ranked))
+                                       first, auroc(planted[in_class], sample_score[in_class]),
+                                       any(tested) if tested else None)
+    false = [g for g, mp in zip(ranked, mostly_planted) if g.flagged and not mp]
+    tested_any = any(g.confirmed is not None for g in ranked if g.flagged)
+    false_confirmed = sum(bool(g.confirmed) for g in false) if tested_any else None
+    return Verdict(results, len(false), sum(g.flagged for g in ranked), false_confirmed)
 
 
 def _f1(found: np.ndarray, planted: np.ndarray) -> float:
@@ -99,12 +107,19 @@ def ground_truth(data: Path, store_index: np.ndarray) -> np.ndarray:
     return kinds[store_index]
 
 
-def spray_groups(summary: dict, ids: List[str]) -> List[Group]:
+def spray_groups(summary: dict, ids: List[str], verification: Optional[Dict[str, dict]] = None) -> List[Group]:
     """The clusters of an ``analysis.json`` as groups (scored by their suspicion): a flagged one as
-    the samples spray reports as carrying its finding (``carriers``), any other as its members."""
+    the samples spray reports as carrying its finding (``carriers``), any other as its members;
+    ``verification`` (the flip tests, keyed "label/cluster") says which flags were confirmed."""
     position = {i: r for r, i in enumerate(ids)}
+    tests = verification or {}
+
+    def confirmed(label: int, cl: dict) -> Optional[bool]:
+        test = tests.get(f"{label}/{cl['cluster']}")
+        return bool(test["confirmed"]) if cl["flagged"] and test is not None else None
     return [Group(c["label"], np.array([position[i] for i in (cl["carriers"] if cl["flagged"] else cl["members"])],
-                                       dtype=np.int64), float(cl["score"]), bool(cl["flagged"]))
+                                       dtype=np.int64), float(cl["score"]), bool(cl["flagged"]),
+                  confirmed(c["label"], cl))
             for c in summary["classes"] for cl in c["clusters"]]
 
 
