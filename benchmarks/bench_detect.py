@@ -4,7 +4,7 @@ clustering and spectral signatures and against plain eigengap SpRAy, same beds, 
 group or the union of those in its class), the rank of its best group, false flags (flagged groups
 that are not mostly planted samples), the samples' AUROC within the shortcut's class, and seconds.
 spray's flags also go through its flip test with a control, as ``spray run`` verifies them
-(``pipelines.audit.verify_flagged``): ``flip`` says whether a group that found the shortcut was
+(``spray.pipelines.audit.verify_flagged``): ``flip`` says whether a group that found the shortcut was
 confirmed, ``false+`` how many false flags were (the peers have no such test: "-").
 
     python benchmarks/bench_detect.py                      # development beds (digits and scenes)

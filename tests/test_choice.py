@@ -96,20 +96,19 @@ def test_of_the_other_k_the_one_whose_carriers_the_relevance_keeps_apart_is_repo
     carriers), k=4 the 40: k=4 is reported, though k=3 flags more (the rule before took the
     cleanest cut of the look-alike graph, k=3's community)."""
     source = np.where(np.arange(100) < 40, 0, np.where(np.arange(100) < 55, 1, 2))
-    inputs = ClassInputs(None, None, None, graph=_graph_within((source < 2).astype(int)))
     relevance = _graph_within((source == 0).astype(int))
     shortcut, community = source == 0, source < 2
     scores = {2: ClassScores([], np.zeros(100, np.float32)),
               3: ClassScores([_finding(1, 55, community, 0.9)], np.zeros(100, np.float32)),
               4: ClassScores([_finding(2, 40, shortcut, 0.9)], np.zeros(100, np.float32))}
     clusterings = {k: np.full(100, k) for k in scores}      # the labels only key the stubbed score
-    choice = choose_clustering(clusterings, 2, _AnyLook(inputs), lambda labels: scores[int(labels[0])], relevance)
+    choice = choose_clustering(clusterings, 2, _AnyLook(), lambda labels: scores[int(labels[0])], relevance)
     assert choice.k == 4, choice.reason
     assert "the model's relevance keeps its carriers apart best (1.00 of the way" in choice.reason
     assert "40 samples against 0" in choice.reason
     # the eigengap's k stands where its flags hold as many samples
     scores[2] = ClassScores([_finding(0, 40, community & (np.arange(100) >= 15), 0.9)], np.zeros(100, np.float32))
-    choice = choose_clustering(clusterings, 2, _AnyLook(inputs), lambda labels: scores[int(labels[0])], relevance)
+    choice = choose_clustering(clusterings, 2, _AnyLook(), lambda labels: scores[int(labels[0])], relevance)
     assert choice.k == 2 and choice.reason == ""
 
 
@@ -117,11 +116,5 @@ class _AnyLook:
     """ClassInputs whose every cluster passes the look-lift test for eligibility (the stubbed
     scores carry the lifts the choice then reads)."""
 
-    def __init__(self, inputs: ClassInputs):
-        self.inputs = inputs
-
     def look_lift(self, members):
         return 1.0
-
-    def look_graph(self):
-        return self.inputs.look_graph()
