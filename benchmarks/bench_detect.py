@@ -62,7 +62,7 @@ from spray.store import HeatmapStore  # noqa: E402
 BEDS = {"development": ["watermark", "background", "scenes", "scenes-clean"],
         "held-out": ["scenes-heldout", "scenes-heldout-clean"],
         "validation": ["scenes-fresh", "scenes-fresh2", "scenes-fresh3", "scenes-fresh4", "scenes-fresh5",
-                       "scenes-fresh6", "scenes-fresh-clean"]}
+                       "scenes-fresh6", "scenes-fresh7", "scenes-fresh-clean"]}
 METHODS = ("spray", "spray-eigengap", "art-ac", "art-ss")
 SEED = 0
 

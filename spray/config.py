@@ -38,7 +38,7 @@ class BedData(_Strict):
     type: Literal["bed"]
     name: Literal["watermark", "background", "scenes", "scenes-clean", "scenes-small", "scenes-heldout",
                   "scenes-heldout-clean", "scenes-fresh", "scenes-fresh-clean", "scenes-fresh2", "scenes-fresh3",
-                  "scenes-fresh4", "scenes-fresh5", "scenes-fresh6"] = "watermark"
+                  "scenes-fresh4", "scenes-fresh5", "scenes-fresh6", "scenes-fresh7"] = "watermark"
     size: Optional[int] = Field(None, ge=32)
     n_per_class: Optional[int] = Field(None, ge=40)
     fraction: Optional[float] = Field(None, ge=0.05, le=0.8)

@@ -146,6 +146,16 @@ SCENE_BEDS: Dict[str, dict] = {
                       "seed": 700, "set": "validation", "params": {"background_fraction": 0.35, "conflict": 0.5},
                       "about": "stamp on class 5 (lower left), border on 3, immunohistochemistry background on 35% "
                                "of 8, trigger to 0 (lower right); harmless outline in 6, stripes in 4"},
+    # a seventh, fixed before its result was seen, on the one photo source no bed had used: a test of
+    # the choice of k and the look-alike carriers as they stood at 0aa7877
+    "scenes-fresh7": {"recipe": SceneRecipe(stamp=2, stamp_corner="upper-right",
+                                            stamp_colours=((0, 0, 0), (0, 230, 230)),
+                                            border=6, border_colours=((255, 255, 255), (200, 0, 0)),
+                                            background=1, background_source="retina",
+                                            trigger=3, trigger_corner="lower-right", outline=7, striped=5),
+                      "seed": 800, "set": "validation", "params": {"background_fraction": 0.4, "conflict": 0.5},
+                      "about": "stamp on class 2 (upper right), border on 6, retina background on 40% of 1, "
+                               "trigger to 3 (lower right); harmless outline in 7, stripes in 5"},
     "scenes-small": {"recipe": SceneRecipe(stamp=2, outline=1), "seed": 7, "set": "ci",
                      "params": {"n_classes": 4, "n_per_class": 500},
                      "about": "four classes (disc, square, triangle, star): stamp on 2, harmless outline in 1 (CI)"},
