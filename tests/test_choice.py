@@ -69,10 +69,11 @@ def test_without_pixels_the_eigengaps_k_stands():
     assert choice.k == 2 and not any(s.flagged for s in choice.scores.clusters)
 
 
-def _finding(cluster: int, size: int, carriers: np.ndarray, look: float) -> Suspicion:
+def _finding(cluster: int, size: int, carriers: np.ndarray, look: float, group_look: float = None) -> Suspicion:
     """A flagged look-alike finding as ``score_clusters`` reports it (only what the choice reads)."""
-    return Suspicion(cluster, size, size / len(carriers), 0.2, True, "non-local", 0.0, 0.2, look, 0.0, 0.0, look, 0.8,
-                     0.3, (0, 0, 1, 1), "most of the image", "input look", "", carriers=carriers)
+    group_look = look if group_look is None else group_look
+    return Suspicion(cluster, size, size / len(carriers), 0.2, True, "non-local", 0.0, 0.2, look, 0.0, 0.0, look,
+                     group_look, 0.8, 0.3, (0, 0, 1, 1), "most of the image", "input look", "", carriers=carriers)
 
 
 def _graph_within(groups) -> sp.csr_matrix:
@@ -113,8 +114,24 @@ def test_of_the_other_k_the_one_whose_carriers_the_relevance_keeps_apart_is_repo
 
 
 class _AnyLook:
-    """ClassInputs whose every cluster passes the look-lift test for eligibility (the stubbed
-    scores carry the lifts the choice then reads)."""
+    """ClassInputs with look-alikes, so that every k is scored (the stubbed scores carry the lifts
+    the choice then reads)."""
 
-    def look_lift(self, members):
-        return 1.0
+    looks = np.zeros((100, 10), np.int64)
+
+
+def test_a_small_cluster_carried_by_a_look_alike_group_can_move_the_k():
+    """k=9 flags 15 crops of a background by their colours; they are no look-alike group of their
+    own (lift 0.06) but are carried by the 60 crops whose inputs look like theirs (lift 0.9): the
+    signature of a background that no k isolates, so k=9 is reported. The same finding with no
+    look-alike group behind it (a colour finding carried by its members) does not move the k."""
+    background = np.arange(100) < 60
+    relevance = _graph_within(background.astype(int))
+    scores = {3: ClassScores([], np.zeros(100, np.float32)),
+              9: ClassScores([_finding(7, 15, background, 0.06, group_look=0.9)], np.zeros(100, np.float32))}
+    clusterings = {k: np.full(100, k) for k in scores}
+    choice = choose_clustering(clusterings, 3, _AnyLook(), lambda labels: scores[int(labels[0])], relevance)
+    assert choice.k == 9 and "15 samples against 0" in choice.reason, choice.reason
+    scores[9] = ClassScores([_finding(7, 15, np.arange(100) < 15, 0.06, group_look=0.0)], np.zeros(100, np.float32))
+    choice = choose_clustering(clusterings, 3, _AnyLook(), lambda labels: scores[int(labels[0])], relevance)
+    assert choice.k == 3 and choice.reason == ""

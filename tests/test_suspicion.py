@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from spray.pipelines.audit import verify_flagged
-from spray.analysis.suspicion import describe_place, score_clusters
+from spray.analysis.extent import look_group, look_walk
+from spray.analysis.suspicion import ClassInputs, describe_patch, describe_place, score_clusters
 from spray.datasets.truth import ground_truth, judge, spray_groups, spray_sample_scores
 from spray.store import HeatmapStore
 
@@ -225,6 +226,56 @@ def test_a_look_finding_is_carried_by_the_look_alike_group_around_its_cluster():
     assert not {s.cluster: s for s in scores.clusters}[0].carriers.any()     # unflagged: carries nothing
 
 
+def test_a_small_colour_cluster_of_a_background_is_carried_by_the_look_alike_group_it_defines():
+    """A two-colour background on 60 samples; SpRAy's cluster holds 12 of them (flagged: their
+    relevance lies on the same colours). A member's look-alikes are mostly the other 48, so the 12
+    are no look-alike group of their own (lift under the bar), but the group around them is: the
+    60 carry the finding and rank above the rest of the class (before, the 12 carried it)."""
+    maps, pixels, _ = _maps_with_moving_objects(seed=1)
+    n = len(maps)
+    background = np.arange(n) < 60
+    cluster = np.arange(n) < 12
+    maps[background] = 0.3 * maps[background] + 0.7 * maps[background].sum((1, 2))[:, None, None] / 256
+    checker = (np.add.outer(np.arange(32), np.arange(32)) % 2 == 0)[None, :, :, None]
+    noise = 0.05 * np.random.default_rng(2).random((60, 32, 32, 3))
+    pixels[background] = np.where(checker, [0.1, 0.2, 0.9], [0.1, 0.9, 0.2]) + noise
+    maps /= maps.sum((1, 2), keepdims=True)
+    scores = score_clusters(maps, cluster.astype(int), None, factor=(2, 2), pixels=pixels)
+    found = {s.cluster: s for s in scores.clusters}[1]
+    assert found.flagged and found.kind == "non-local" and found.decided_by == "colour consistency", found.reason
+    assert found.look_consistency < 0.25 <= found.group_look, (found.look_consistency, found.group_look)
+    assert np.array_equal(found.carriers, background), np.flatnonzero(found.carriers ^ background)
+    assert "carried by the 60 samples of the class" in found.reason
+    assert scores.sample_score[background].min() > scores.sample_score[~background].max()
+
+
+def test_a_colour_cluster_that_only_borders_a_look_alike_group_is_not_carried_by_it():
+    """As above, but the 12 members' look-alikes are drawn from outside the background: the group
+    that the look-alike graph closes around them is the other crops' (its lift clears the bar), and
+    the members' own lift into it is below the group's, so it is not theirs: the members carry the
+    finding, and nothing is borrowed from the group."""
+    maps, pixels, _ = _maps_with_moving_objects(seed=1)
+    n = len(maps)
+    background = np.arange(n) < 60
+    cluster = np.arange(n) < 12
+    maps[background] = 0.3 * maps[background] + 0.7 * maps[background].sum((1, 2))[:, None, None] / 256
+    checker = (np.add.outer(np.arange(32), np.arange(32)) % 2 == 0)[None, :, :, None]
+    noise = 0.05 * np.random.default_rng(2).random((60, 32, 32, 3))
+    pixels[background] = np.where(checker, [0.1, 0.2, 0.9], [0.1, 0.9, 0.2]) + noise
+    maps /= maps.sum((1, 2), keepdims=True)
+    inputs = ClassInputs.of(maps, pixels)
+    rng = np.random.default_rng(5)
+    for i in np.flatnonzero(cluster):
+        inputs.looks[i] = rng.choice(np.flatnonzero(~background), inputs.looks.shape[1], replace=False)
+    group = look_group(inputs.look_graph(), look_walk(inputs.look_graph(), cluster), cluster)
+    assert inputs.look_lift(group) >= 0.25             # the rule's first condition alone would carry it
+    found = {s.cluster: s for s in score_clusters(maps, cluster.astype(int), None, factor=(2, 2),
+                                                  inputs=inputs).clusters}[1]
+    assert found.flagged and found.kind == "non-local", found.reason
+    assert found.group_look == 0.0 and np.array_equal(found.carriers, cluster)
+    assert "carried by" not in found.reason
+
+
 @pytest.mark.parametrize("others_looked_at", [True, False])
 def test_a_background_seen_at_one_place_is_carried_by_its_look_alike_group(others_looked_at):
     """The sky of one photo across the top of its crops: a cluster of 35 of the 50 crops puts its
@@ -352,6 +403,38 @@ def test_nothing_is_flagged_without_pixels():
 def test_describe_place():
     assert describe_place((0, 0, 32, 4), (32, 32)) == "a strip along the left side"
     assert describe_place((12, 12, 18, 18), (32, 32)) == "the centre"
+
+
+def test_a_patch_over_most_of_the_image_is_worded_by_its_own_layout():
+    corner = np.zeros((32, 32), bool)
+    corner[:6, 24:] = True
+    assert describe_patch(corner, (0, 24, 6, 32), (32, 32)) == ("the upper-right corner",
+                                                                "a 6x8 region at the upper-right corner")
+    frame = np.zeros((32, 32), bool)                  # pieces of a dashed frame at two corners
+    frame[:2, :12] = frame[:12, :2] = frame[-2:, 20:] = frame[20:, -2:] = True
+    assert describe_patch(frame, (0, 0, 32, 32), (32, 32)) == (
+        "the image's edges", f"a frame along the image's edges ({frame.mean():.0%} of the image)")
+    around = np.ones((32, 32), bool)                  # a photo's background around the objects
+    around[8:24, 8:24] = False
+    assert describe_patch(around, (0, 0, 32, 32), (32, 32)) == (
+        "most of the image", f"{around.mean():.0%} of the image, spread over most of it")
+
+
+def test_a_frame_found_at_two_corners_is_reported_at_the_image_edges():
+    maps, pixels, _ = _maps_with_moving_objects()
+    n = len(maps)
+    framed = np.arange(n) < 40
+    for cells in (np.s_[0:2, 0:5], np.s_[11:16, 14:16]):          # the model looks at two pieces of it
+        maps[(framed,) + cells] += 0.3 * maps[framed].sum((1, 2))[:, None, None] / 10
+    frame = np.zeros((32, 32), bool)
+    frame[:2] = frame[-2:] = frame[:, :2] = frame[:, -2:] = True
+    pixels[:, frame] = np.where(framed[:, None, None], np.array([0.9, 0.1, 0.9], np.float32), pixels[:, frame])
+    maps /= maps.sum((1, 2), keepdims=True)
+    found = {s.cluster: s for s in score_clusters(maps, framed.astype(int), None, factor=(2, 2),
+                                                  pixels=pixels).clusters}[1]
+    assert found.flagged and found.kind == "local" and found.where == "the image's edges"
+    assert "the same pixels in a frame along the image's edges" in found.reason
+    assert "region at" not in found.reason
 
 
 def _one_colour_class_with_a_minority_stamp(n=120, stamped=30, size=16, seed=3):

@@ -10,10 +10,16 @@ in a few look-alike parts, only at a coarser or finer k. ViRelAy shows an analys
 range for this reason; here each k of the range is scored with the same suspicion score and bars.
 
 Which k may replace the eigengap's. Only one with a flagged cluster whose members' inputs are each
-other's look-alikes (look lift at least ``LOOK_LIFT``, the non-local evidence's own bar): the
-signature of the shortcut that the eigengap's k cannot isolate. Scoring every k unguarded would test
-many more groups against the same bars, and fine k then finds small groups of one class's objects
-drawn alike (on the digit beds: a few dozen similar 1s, pixel-consistent and flagged at k 8-10).
+other's look-alikes, or whose finding is carried by a look-alike group (look lift at least
+``LOOK_LIFT``, the non-local evidence's own bar, of the members or of that group): the signature of
+the shortcut that the eigengap's k cannot isolate. A small cluster of a background's crops (26 of
+its 132 on scenes-fresh5 run 4, where no cluster of any k from 3 to 10 reaches F1 0.45 against
+them) has no look lift of its own (0.11), since a member's look-alikes are mostly outside it; the
+group it defines has (0.83), and the members belong to it as much as its typical sample does
+(:mod:`spray.analysis.suspicion`). Letting any flag move the k would test many more groups against the same bars, and
+fine k then finds small groups of one class's objects drawn alike (on the digit beds: a few dozen
+similar 1s, pixel-consistent and flagged at k 8-10). Every k of the range is scored where the inputs
+have look-alikes (pixels); without them only the eigengap's.
 
 Which other k. Of the eligible k, the one whose look-alike finding's ``carriers`` the class's
 relevance graph keeps apart best (their separation lift,
@@ -63,6 +69,12 @@ class Choice:
     reason: str
 
 
+def _look_alike(s) -> bool:
+    """A flagged finding of look-alike inputs: its members are each other's look-alikes, or the
+    look-alike group that carries it is (a small cluster of a background's crops)."""
+    return s.flagged and max(s.look_consistency, s.group_look) >= LOOK_LIFT
+
+
 def _flagged_samples(scores: ClassScores) -> int:
     return sum(s.size for s in scores.clusters if s.flagged)
 
@@ -70,22 +82,20 @@ def _flagged_samples(scores: ClassScores) -> int:
 def _best_separated(scores: ClassScores, adjacency: Optional[sp.spmatrix]) -> float:
     """The highest separation lift, in the class's relevance graph ``adjacency``, of the carriers
     of a flagged look-alike finding of ``scores`` (-inf without one)."""
-    lifts = [separation_lift(adjacency, s.carriers) for s in scores.clusters
-             if s.flagged and s.look_consistency >= LOOK_LIFT]
+    lifts = [separation_lift(adjacency, s.carriers) for s in scores.clusters if _look_alike(s)]
     return max(lifts, default=float("-inf"))
 
 
 def choose_clustering(clusterings: Mapping[int, np.ndarray], k_eigengap: int, inputs: ClassInputs,
                       score: Callable[[np.ndarray], ClassScores], adjacency: Optional[sp.spmatrix]) -> Choice:
     """``clusterings``: {k: labels} of the class; ``score(labels)``: their suspicion; ``adjacency``:
-    the class's relevance kNN graph (SpRAy's). Only the eigengap's k and the k with a look-alike
-    cluster (cheap to test) are scored."""
-    candidates = [k for k, labels in clusterings.items() if k != k_eigengap and any(
-        inputs.look_lift(labels == c) >= LOOK_LIFT for c in np.unique(labels) if c >= 0)]
+    the class's relevance kNN graph (SpRAy's). Without the inputs' look-alikes (no pixels) only the
+    eigengap's k is scored."""
+    candidates = [k for k in clusterings if k != k_eigengap] if inputs.looks is not None else []
     scored: Dict[int, ClassScores] = {k_eigengap: score(clusterings[k_eigengap])}
     for k in candidates:
         result = score(clusterings[k])
-        if any(s.flagged and s.look_consistency >= LOOK_LIFT for s in result.clusters):
+        if any(_look_alike(s) for s in result.clusters):
             scored[k] = result
     lifts = {k: _best_separated(result, adjacency) for k, result in scored.items() if k != k_eigengap}
     if not lifts:

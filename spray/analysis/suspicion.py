@@ -54,9 +54,11 @@ profile matches the members': a clean sample whose object has one of a backgroun
 its relevance on that colour but not on the background's mix of them; without the match such
 samples of a small colour finding outranked the carriers of the class's look-alike finding,
 scenes-fresh2 sample AUROC 0.89 -> 0.98). Where a cluster's members are look-alikes
-(a lift of at least ``LOOK_LIFT``), whichever kind decided, a sample's closeness to the members in
-the look-alike graph counts too (separation x lift x that closeness x the cluster's excess relevance
-on its own colours): a
+(a lift of at least ``LOOK_LIFT``), whichever kind decided, or a flagged colour finding is carried
+by a look-alike group (the group's lift clears the bar and the members' lift into it is no lower:
+:mod:`spray.analysis.extent`), a sample's closeness to
+the members in the look-alike graph counts too (separation x lift x that closeness x the cluster's
+excess relevance on its own colours): a
 background can also be alike at one corner and be flagged by its pixels there, while its other
 members differ at that corner. A tagged sample scores high even where SpRAy put it into another
 cluster, so samples can be ranked for review.
@@ -129,6 +131,7 @@ class Suspicion:
     local_consistency: float
     colour_consistency: float
     look_consistency: float            # input look: how much more often than chance a member's look-alikes are members
+    group_look: float                  # the same lift for the look-alike group that carries it (0: its members do)
     separation: float
     shift: float                       # half the L1 distance between the members' and the rest's mean maps
     box: Tuple[int, int, int, int]     # bounding box of the region (top, left, bottom, right), heatmap pixels
@@ -176,6 +179,29 @@ def describe_place(box: Tuple[int, int, int, int], shape: Tuple[int, int]) -> st
     return f"the {'upper' if vert == 'top' else 'lower'}-{horiz} corner"
 
 
+EDGE_BAND = 1 / 8     # the outer band, as a share of each side, in which a frame's pixels lie (words only)
+
+
+def describe_patch(patch: np.ndarray, box: Tuple[int, int, int, int], shape: Tuple[int, int]) -> Tuple[str, str]:
+    """(place, region) in words for a local finding's consistent pixels ``patch`` (pixel grid) and their
+    bounding ``box`` (heatmap pixels of ``shape``): "the lower-left corner" and "a 7x11 region at the
+    lower-left corner" in general. A box over most of the image says little: pieces of a dashed frame
+    at two corners span it, and so does a photo's background around the objects. Then the patch's
+    own layout is described: "the image's edges" when nearly all of it (90%) lies in the outer band
+    (an eighth of each side), else the share of the image it covers."""
+    where = describe_place(box, shape)
+    region = f"a {box[2] - box[0]}x{box[3] - box[1]} region at {where}"
+    if where != "most of the image" or not patch.any():
+        return where, region
+    h, w = patch.shape
+    bh, bw = max(1, round(h * EDGE_BAND)), max(1, round(w * EDGE_BAND))
+    band = np.ones_like(patch)
+    band[bh:h - bh, bw:w - bw] = False
+    if (patch & band).sum() >= 0.9 * patch.sum():
+        return "the image's edges", f"a frame along the image's edges ({patch.mean():.0%} of the image)"
+    return where, f"{patch.mean():.0%} of the image, spread over most of it"
+
+
 def _consistency(d: np.ndarray, members: np.ndarray) -> float:
     """1 - median(d over members) / median(d over the whole class): 1 when every member matches the
     common picture exactly, 0 when members are no closer to it than a typical sample of the class.
@@ -197,11 +223,18 @@ def _upsample(cells: np.ndarray, q: int) -> np.ndarray:
     return np.kron(cells, np.ones((q, q), dtype=cells.dtype)) if q > 1 else cells
 
 
-def _distance_to_template(pixels: np.ndarray, mask: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """Per sample, the mean absolute difference of its pixels in ``mask`` from the members' median."""
-    x = pixels[:, mask]                                   # (n, k, 3)
-    template = np.median(x[members], axis=0)
-    return np.abs(x - template[None]).mean((1, 2))
+def _deviation(pixels: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """(n, H, W): each sample's absolute difference from the members' median picture, pixel by
+    pixel (mean over the channels). A region's distance to the members' common picture is its mean
+    over the region's pixels (the median is taken pixel by pixel), so one array serves every
+    region tried for a cluster."""
+    return np.abs(pixels - np.median(pixels[members], axis=0)[None]).mean(-1)
+
+
+def _cell_means(deviation: np.ndarray, q: int) -> np.ndarray:
+    """(n, h, w): ``deviation`` averaged over each cell of ``q`` x ``q`` pixels."""
+    n, hq, wq = deviation.shape
+    return deviation.reshape(n, hq // q, q, wq // q, q).mean((2, 4)) if q > 1 else deviation
 
 
 @dataclass
@@ -221,35 +254,33 @@ def _local(pooled, members, pixels, q) -> _Local:
     positive = np.maximum(excess, 0)
     if positive.max() <= 0 or pixels is None:
         return empty
+    deviation = _deviation(pixels, members)
+    cells = _cell_means(deviation, q)
     labels, count = ndimage.label(positive > BLOB_LEVEL * positive.max(), structure=np.ones((3, 3)))
     mass = ndimage.sum(positive, labels, range(1, count + 1))
     region = np.zeros((h, w), bool)
     for b in np.argsort(mass)[::-1][:MAX_BLOBS]:
         blob = labels == b + 1
-        d = _distance_to_template(pixels, _upsample(blob, q), members)
-        if _consistency(d, members) >= CONSISTENT:
+        if _consistency(cells[:, blob].mean(1), members) >= CONSISTENT:
             region |= blob
-    region = _grow(region, pixels, members, q)
+    region = _grow(region, cells, members)
     if not region.any() or region.mean() > MAX_LOCAL_AREA:
         return empty        # nothing consistent, or most of the image: a background, for the colour evidence
-    d = _distance_to_template(pixels, _upsample(region, q), members)
-    consistency = _consistency(d, members)
+    consistency = _consistency(cells[:, region].mean(1), members)
     share = pooled[:, region].sum(1)
     hot = float(share[members].mean() - np.median(share))
-    patch = _patch(region, pixels, members, q)
+    patch = _patch(region, deviation, members, q)
     # a sample's match is judged on the artifact's own pixels: the cells also hold background,
     # which differs from member to member (a tag on another background is still the tag)
-    if patch.any():
-        d = _distance_to_template(pixels, patch, members)
+    d = deviation[:, patch].mean(1) if patch.any() else cells[:, region].mean(1)
     return _Local(region, hot, consistency, share * _match(d), patch)
 
 
-def _patch(region: np.ndarray, pixels: np.ndarray, members: np.ndarray, q: int) -> np.ndarray:
+def _patch(region: np.ndarray, deviation: np.ndarray, members: np.ndarray, q: int) -> np.ndarray:
     """The pixels in and one cell around ``region`` that are consistent one by one: the artifact's
     exact outline, which cells of ``q`` pixels only approximate (what the flip test pastes)."""
     around = _upsample(ndimage.binary_dilation(region, structure=np.ones((3, 3))), q)
-    x = pixels[:, around]                                              # (n, k, 3)
-    d = np.abs(x - np.median(x[members], axis=0)[None]).mean(-1)       # (n, k)
+    d = deviation[:, around]                                           # (n, k)
     typical = np.median(d, axis=0)
     consistent = 1.0 - np.median(d[members], axis=0) / np.maximum(typical, 1e-12) >= CONSISTENT
     patch = np.zeros(around.shape, bool)
@@ -257,20 +288,18 @@ def _patch(region: np.ndarray, pixels: np.ndarray, members: np.ndarray, q: int) 
     return patch
 
 
-def _grow(region: np.ndarray, pixels: np.ndarray, members: np.ndarray, q: int, steps: int = GROW_STEPS) -> np.ndarray:
-    """Add neighbouring cells whose own pixels are consistent too: the excess relevance may cover
-    only the middle of a tag, the flip test needs all of it."""
+def _grow(region: np.ndarray, cells: np.ndarray, members: np.ndarray, steps: int = GROW_STEPS) -> np.ndarray:
+    """Add neighbouring cells whose own pixels are consistent too (``cells``: each sample's
+    deviation per cell, :func:`_cell_means`): the excess relevance may cover only the middle of a
+    tag, the flip test needs all of it."""
     for _ in range(steps):
         ring = ndimage.binary_dilation(region, structure=np.ones((3, 3))) & ~region
-        added = False
-        for y, x in zip(*np.nonzero(ring)):
-            cell = np.zeros_like(region)
-            cell[y, x] = True
-            if _consistency(_distance_to_template(pixels, _upsample(cell, q), members), members) >= CONSISTENT:
-                region = region | cell
-                added = True
-        if not added:
+        ys, xs = np.nonzero(ring)
+        added = [_consistency(cells[:, y, x], members) >= CONSISTENT for y, x in zip(ys, xs)]
+        if not any(added):
             break
+        region = region.copy()
+        region[ys[added], xs[added]] = True
     return region
 
 
@@ -325,6 +354,16 @@ def _look(neighbours: np.ndarray, members: np.ndarray) -> float:
     if chance >= 0.5:
         return 0.0
     return float((members[neighbours[members]].mean() - chance) / (1.0 - chance))
+
+
+def _look_into(neighbours: np.ndarray, members: np.ndarray, group: np.ndarray) -> float:
+    """The look lift of ``members`` towards ``group`` (which holds them): the members' mean fraction
+    of look-alikes in the group, beyond chance (the group's size), as a fraction of what is left
+    above chance; 0 for a group of half the class or more, as in :func:`_look`."""
+    chance = float(group.mean())
+    if chance >= 0.5:
+        return 0.0
+    return float((group[neighbours[members]].mean() - chance) / (1.0 - chance))
 
 
 def _non_local(hist, members) -> _NonLocal:
@@ -449,6 +488,24 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         consistent = consistency >= (LOOK_LIFT if by_look else CONSISTENT)
         flagged = bool(score >= threshold and consistent and separation >= SEPARATED
                        and size >= MIN_SIZE and share >= MIN_SHARE)
+        # a flagged colour finding whose members are too few of their look-alike group to be each other's
+        # look-alikes (a cluster of 26 crops of a photo that has 132: a member's look-alikes are mostly
+        # outside it) is judged by the group it defines: carried by it where the group's own look lift
+        # clears the bar and the members belong to the group at least as much as its typical sample
+        # (their look lift into it, no lower than the group's own): else the lift is the other samples'
+        # and the members merely border them (a synthetic class's 33 colour-alike samples, lift 0.37
+        # into a group of 59 whose own is 0.51). A sample's closeness to the group counts as above
+        group = None
+        if walk is None and flagged and kind == "non-local" and looks is not None:
+            candidate = look_walk(inputs.look_graph(), members)
+            group = look_group(inputs.look_graph(), candidate, members)
+            group_lift = inputs.look_lift(group)
+            if group_lift >= LOOK_LIFT and _look_into(looks, members, group) >= group_lift:
+                walk = candidate
+                sample = np.maximum(sample, separation * group_lift * look_closeness(walk, members)
+                                    * max(non_local.off, 0))
+            else:
+                group = None
         region = local.region if kind == "local" and local.region.any() else None
         if region is not None and local.patch.any():       # the consistent pixels, in heatmap pixels
             ys, xs = np.nonzero(local.patch)
@@ -460,19 +517,25 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
             box = (int(ys.min()) * fh, int(xs.min()) * fw, (int(ys.max()) + 1) * fh, (int(xs.max()) + 1) * fw)
         else:
             box = _excess_box(pooled, members, factor)
-        where = describe_place(box, shape)
+        if region is not None and local.patch.any():
+            where, region_words = describe_patch(local.patch, box, shape)
+        else:
+            where = describe_place(box, shape)
+            region_words = f"a {box[2] - box[0]}x{box[3] - box[1]} region at {where}"
         decided_by, reason = _explain(kind, by_look, flagged, score, threshold, consistency, separation, local,
-                                      non_local, shift, box, where, size, share)
+                                      non_local, shift, region_words, where, size, share)
         # a non-local finding whose members are look-alikes is carried by the look-alike group around
         # the cluster (spray.analysis.extent), and so is a local one whose look-alikes the model looks
         # at as at its members (a background seen at one place); a tag by the cluster's members
-        group = look_group(inputs.look_graph(), walk, members) if flagged and walk is not None else None
+        if group is None and flagged and walk is not None:
+            group = look_group(inputs.look_graph(), walk, members)
         seen_at_one_place = kind == "local" and group is not None and _looked_at_alike(non_local.evidence, members, group)
         look_carried = group is not None and (kind == "non-local" or seen_at_one_place)
         carriers = group if look_carried else members
         if seen_at_one_place:
             reason += (f"; the model looks at the samples whose inputs look like its members' as at its members (on "
-                       f"their own colours, more than at the rest of the class): a background seen at {where}, not "
+                       f"their own colours, more than at the rest of the class): a background seen "
+                       f"{'over' if where == 'most of the image' else 'at'} {where}, not "
                        f"a tag put on any background")
         if look_carried:
             reason += (f"; carried by the {int(carriers.sum())} samples of the class whose inputs look most like its "
@@ -480,7 +543,8 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
                        f"clusters, {int((members & ~carriers).sum())} members left out), all listed for review")
         out.append(Suspicion(c, size, share, float(score), flagged, kind, float(local.hot), float(non_local.off),
                              float(consistency), float(local.consistency), float(non_local.consistency),
-                             float(non_local.look), separation, shift, box, where, decided_by, reason,
+                             float(non_local.look), inputs.look_lift(carriers) if look_carried else 0.0,
+                             separation, shift, box, where, decided_by, reason,
                              local.region if region is not None else np.zeros((h, w), bool),
                              local.patch if region is not None else np.zeros(local.patch.shape, bool),
                              carriers if flagged else np.zeros(n, bool)))
@@ -524,14 +588,14 @@ def _excess_box(pooled, members, factor) -> Tuple[int, int, int, int]:
     return (ys.start * fh, xs.start * fw, ys.stop * fh, xs.stop * fw)
 
 
-def _explain(kind, by_look, flagged, score, threshold, consistency, separation, local, non_local, shift, box,
-             where, size, share) -> Tuple[str, str]:
+def _explain(kind, by_look, flagged, score, threshold, consistency, separation, local, non_local, shift,
+             region_words, where, size, share) -> Tuple[str, str]:
     """(which evidence decided, the sentence). The sentence states the verdict first and never
-    contradicts it."""
-    patch = f"{box[2] - box[0]}x{box[3] - box[1]} region at {where}"
+    contradicts it. ``region_words``: the local region, as :func:`describe_patch` words it."""
+    patch = region_words
     if flagged:
         if kind == "local":
-            what = (f"suspicious (local shortcut, score {score:.2f}): the members carry the same pixels in a {patch} "
+            what = (f"suspicious (local shortcut, score {score:.2f}): the members carry the same pixels in {patch} "
                     f"(consistency {consistency:.2f}: they are that much closer to their common picture than the "
                     f"class's typical sample) and put {local.hot:.0%} more of their relevance there than the class "
                     f"typically does")
@@ -572,5 +636,6 @@ def region_mask(result: Suspicion, shape: Tuple[int, int]) -> np.ndarray:
     return result.patch[np.ix_(ys, xs)]
 
 
-__all__ = ["ClassScores", "Suspicion", "THRESHOLD", "colour_histograms", "describe_place", "region_mask",
+__all__ = ["ClassScores", "Suspicion", "THRESHOLD", "colour_histograms", "describe_patch", "describe_place",
+           "region_mask",
            "score_clusters"]
