@@ -226,11 +226,9 @@ def test_a_look_finding_is_carried_by_the_look_alike_group_around_its_cluster():
     assert not {s.cluster: s for s in scores.clusters}[0].carriers.any()     # unflagged: carries nothing
 
 
-def test_a_small_colour_cluster_of_a_background_is_carried_by_the_look_alike_group_it_defines():
-    """A two-colour background on 60 samples; SpRAy's cluster holds 12 of them (flagged: their
-    relevance lies on the same colours). A member's look-alikes are mostly the other 48, so the 12
-    are no look-alike group of their own (lift under the bar), but the group around them is: the
-    60 carry the finding and rank above the rest of the class (before, the 12 carried it)."""
+def _a_background_with_a_small_colour_cluster():
+    """(maps, pixels, background, cluster): a two-colour background on 60 samples of 200, whose
+    relevance is spread over it, and SpRAy's cluster of 12 of them."""
     maps, pixels, _ = _maps_with_moving_objects(seed=1)
     n = len(maps)
     background = np.arange(n) < 60
@@ -240,6 +238,15 @@ def test_a_small_colour_cluster_of_a_background_is_carried_by_the_look_alike_gro
     noise = 0.05 * np.random.default_rng(2).random((60, 32, 32, 3))
     pixels[background] = np.where(checker, [0.1, 0.2, 0.9], [0.1, 0.9, 0.2]) + noise
     maps /= maps.sum((1, 2), keepdims=True)
+    return maps, pixels, background, cluster
+
+
+def test_a_small_colour_cluster_of_a_background_is_carried_by_the_look_alike_group_it_defines():
+    """A two-colour background on 60 samples; SpRAy's cluster holds 12 of them (flagged: their
+    relevance lies on the same colours). A member's look-alikes are mostly the other 48, so the 12
+    are no look-alike group of their own (lift under the bar), but the group around them is: the
+    60 carry the finding and rank above the rest of the class (before, the 12 carried it)."""
+    maps, pixels, background, cluster = _a_background_with_a_small_colour_cluster()
     scores = score_clusters(maps, cluster.astype(int), None, factor=(2, 2), pixels=pixels)
     found = {s.cluster: s for s in scores.clusters}[1]
     assert found.flagged and found.kind == "non-local" and found.decided_by == "colour consistency", found.reason
@@ -254,15 +261,7 @@ def test_a_colour_cluster_that_only_borders_a_look_alike_group_is_not_carried_by
     that the look-alike graph closes around them is the other crops' (its lift clears the bar), and
     the members' own lift into it is below the group's, so it is not theirs: the members carry the
     finding, and nothing is borrowed from the group."""
-    maps, pixels, _ = _maps_with_moving_objects(seed=1)
-    n = len(maps)
-    background = np.arange(n) < 60
-    cluster = np.arange(n) < 12
-    maps[background] = 0.3 * maps[background] + 0.7 * maps[background].sum((1, 2))[:, None, None] / 256
-    checker = (np.add.outer(np.arange(32), np.arange(32)) % 2 == 0)[None, :, :, None]
-    noise = 0.05 * np.random.default_rng(2).random((60, 32, 32, 3))
-    pixels[background] = np.where(checker, [0.1, 0.2, 0.9], [0.1, 0.9, 0.2]) + noise
-    maps /= maps.sum((1, 2), keepdims=True)
+    maps, pixels, background, cluster = _a_background_with_a_small_colour_cluster()
     inputs = ClassInputs.of(maps, pixels)
     rng = np.random.default_rng(5)
     for i in np.flatnonzero(cluster):
