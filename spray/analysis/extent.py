@@ -14,7 +14,7 @@ look-alike links to the rest of the class for its size: the lowest conductance o
 samples ordered by their personalised PageRank from the members; Andersen, Chung and Lang 2006's
 local partitioning). No new bar is set: the set is where the look-alike graph is cut most cleanly
 around the cluster. A flagged colour finding whose cluster is too small a part of its look-alike
-group for the members to be each other's look-alikes (26 crops of a photo with 132 in the class: a
+group for the members to be each other's look-alikes (20 crops of a photo with 156 in the class: a
 member's look-alikes are mostly outside the cluster) is reported with that group where the group's
 own look lift clears the same bar and the members' look lift into the group is no lower than the
 group's own (they are as much of it as its typical sample, not its border).

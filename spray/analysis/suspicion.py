@@ -489,7 +489,7 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         flagged = bool(score >= threshold and consistent and separation >= SEPARATED
                        and size >= MIN_SIZE and share >= MIN_SHARE)
         # a flagged colour finding whose members are too few of their look-alike group to be each other's
-        # look-alikes (a cluster of 26 crops of a photo that has 132: a member's look-alikes are mostly
+        # look-alikes (a cluster with 20 crops of a photo that has 156: a member's look-alikes are mostly
         # outside it) is judged by the group it defines: carried by it where the group's own look lift
         # clears the bar and the members belong to the group at least as much as its typical sample
         # (their look lift into it, no lower than the group's own): else the lift is the other samples'
