@@ -19,8 +19,8 @@ look-alikes are mostly outside it; the group it defines has (0.83), and the memb
 as much as its typical sample does (:mod:`spray.analysis.suspicion`). Letting any flag move the k
 would test many more groups against the same bars, and fine k then finds small groups of one
 class's objects drawn alike (on the digit beds: a few dozen similar 1s, pixel-consistent and
-flagged at k 8-10). Every k of the range is scored where the inputs
-have look-alikes (pixels); without them only the eigengap's.
+flagged at k 8-10). Every k of the range is scored where the inputs have look-alikes (pixels);
+without them only the eigengap's.
 
 Which other k. Of the eligible k, the one whose look-alike finding's ``carriers`` the class's
 relevance graph keeps apart best (their separation lift,
@@ -58,7 +58,7 @@ from typing import Callable, Dict, Mapping, Optional
 import numpy as np
 import scipy.sparse as sp
 
-from .suspicion import LOOK_LIFT, ClassInputs, ClassScores, separation_lift
+from .suspicion import LOOK_LIFT, ClassInputs, ClassScores, Suspicion, separation_lift
 
 
 @dataclass
@@ -70,7 +70,7 @@ class Choice:
     reason: str
 
 
-def _look_alike(s) -> bool:
+def _look_alike(s: Suspicion) -> bool:
     """A flagged finding of look-alike inputs: its members are each other's look-alikes, or the
     look-alike group that carries it is (a small cluster of a background's crops)."""
     return s.flagged and max(s.look_consistency, s.group_look) >= LOOK_LIFT
