@@ -350,16 +350,13 @@ def _look(neighbours: np.ndarray, members: np.ndarray) -> float:
     unrelated, 1 when every member's look-alikes are members. A look-closed group's complement is
     look-closed too, so only a minority of its class can carry this evidence (a majority is the
     class's typical picture)."""
-    chance = float(members.mean())
-    if chance >= 0.5:
-        return 0.0
-    return float((members[neighbours[members]].mean() - chance) / (1.0 - chance))
+    return _look_into(neighbours, members, members)
 
 
 def _look_into(neighbours: np.ndarray, members: np.ndarray, group: np.ndarray) -> float:
     """The look lift of ``members`` towards ``group`` (which holds them): the members' mean fraction
     of look-alikes in the group, beyond chance (the group's size), as a fraction of what is left
-    above chance; 0 for a group of half the class or more, as in :func:`_look`."""
+    above chance; 0 for a group of half the class or more (:func:`_look` is the group's own)."""
     chance = float(group.mean())
     if chance >= 0.5:
         return 0.0
@@ -517,11 +514,8 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
             box = (int(ys.min()) * fh, int(xs.min()) * fw, (int(ys.max()) + 1) * fh, (int(xs.max()) + 1) * fw)
         else:
             box = _excess_box(pooled, members, factor)
-        if region is not None and local.patch.any():
-            where, region_words = describe_patch(local.patch, box, shape)
-        else:
-            where = describe_place(box, shape)
-            region_words = f"a {box[2] - box[0]}x{box[3] - box[1]} region at {where}"
+        patch = local.patch if region is not None else np.zeros(local.patch.shape, bool)
+        where, region_words = describe_patch(patch, box, shape)
         decided_by, reason = _explain(kind, by_look, flagged, score, threshold, consistency, separation, local,
                                       non_local, shift, region_words, where, size, share)
         # a non-local finding whose members are look-alikes is carried by the look-alike group around
@@ -546,7 +540,7 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
                              float(non_local.look), inputs.look_lift(carriers) if look_carried else 0.0,
                              separation, shift, box, where, decided_by, reason,
                              local.region if region is not None else np.zeros((h, w), bool),
-                             local.patch if region is not None else np.zeros(local.patch.shape, bool),
+                             patch,
                              carriers if flagged else np.zeros(n, bool)))
     return ClassScores(out, sample.astype(np.float32))
 
