@@ -383,6 +383,16 @@ def _look_into(neighbours: np.ndarray, members: np.ndarray, group: np.ndarray) -
     return float((group[neighbours[members]].mean() - chance) / (1.0 - chance))
 
 
+def _typical_look_into(neighbours: np.ndarray, members: np.ndarray, group: np.ndarray) -> float:
+    """The look lift of the typical one of ``members`` towards ``group``: as :func:`_look_into`, with
+    the median over the members of each one's share of look-alikes in the group in place of their
+    mean, so that a few members from elsewhere do not decide whether the rest belong to it."""
+    chance = float(group.mean())
+    if chance >= 0.5:
+        return 0.0
+    return float((np.median(group[neighbours[members]].mean(1)) - chance) / (1.0 - chance))
+
+
 def _non_local(hist, members) -> _NonLocal:
     n, bins = hist.shape
     # the members' typical profile against the class's (medians: a minority moves neither)
@@ -507,17 +517,22 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
                        and size >= MIN_SIZE and share >= MIN_SHARE)
         # a flagged colour finding whose members are too few of their look-alike group to be each other's
         # look-alikes (a cluster with 20 crops of a photo that has 156: a member's look-alikes are mostly
-        # outside it) is judged by the group it defines: carried by it where the group's own look lift
-        # clears the bar and the members belong to the group at least as much as its typical sample
-        # (their look lift into it, no lower than the group's own): else the lift is the other samples'
-        # and the members merely border them (a synthetic class's 33 colour-alike samples, lift 0.37
-        # into a group of 59 whose own is 0.51). A sample's closeness to the group counts as above
+        # outside it) is judged by the group it defines, walked to from the members that the others reach
+        # (a few crops of other photos among them do not each seed a walk: look_walk's from_core):
+        # carried by it where the group's own look lift clears the bar and the typical member belongs to
+        # the group at least as much as the group's typical sample (the median of their shares of
+        # look-alikes in it, beyond chance; the mean let 2 such crops of 15 members decide): else the
+        # lift is the other samples' and the members merely border them (a synthetic class's 33
+        # colour-alike samples, lift 0.37 into a group of 59 whose own is 0.51). A sample's closeness
+        # to the group counts as above
         group = None
         if walk is None and flagged and kind == "non-local" and looks is not None:
-            candidate = look_walk(inputs.look_graph(), members)
+            candidate = look_walk(inputs.look_graph(), members, from_core=True)
             group = look_group(inputs.look_graph(), candidate, members)
             group_lift = inputs.look_lift(group)
-            if group_lift >= LOOK_LIFT and _look_into(looks, members, group) >= group_lift:
+            typical_member = _typical_look_into(looks, members, group)
+            typical_sample = _typical_look_into(looks, group, group)
+            if group_lift >= LOOK_LIFT and typical_member >= typical_sample:
                 walk = candidate
                 sample = np.maximum(sample, separation * group_lift * look_closeness(walk, members)
                                     * max(non_local.off, 0))
