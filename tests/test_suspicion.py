@@ -500,8 +500,8 @@ def test_a_small_clusters_look_alike_group_is_walked_to_from_its_core_not_from_i
     clusters are rarely pure) is no look-alike group of its own; walked to from all 15 members,
     the group around it took in up to 24 of the class's 27 china crops (the stray seeds a walk
     through its own photo's crops); from the members that the others reach, at most 4, and the
-    typical member still belongs to the group (the carrying rule's median; the members' mean
-    share, which the two strays pull down, said no)."""
+    typical members still belong to the group (the carrying rule's mean over the three quarters of
+    the members most in it; the mean over all members, which the two strays pull down, said no)."""
     pytest.importorskip("skimage")
     from spray.analysis.extent import look_graph
     from spray.analysis.suspicion import _look_into, _typical_look_into, look_neighbours

@@ -131,11 +131,11 @@ def look_walk(graph: sp.csr_matrix, members: np.ndarray, from_core: bool = False
     other members comes to it, for a cluster whose members are not each other's look-alikes (a few
     of a photo's many crops). Such a cluster's few members from other photos would each seed a walk
     through their own photo's crops, and the group around it took those in: on scenes-fresh5 run 4
-    a 15-member cluster held 2 crops of other photos (china, gravel), which the other 13, all
-    astronaut crops, reach no better than a clean sample (0.001 and 0.014 of the members' typical
-    closeness, the astronaut crops 0.05-0.52); its group of 188 held 151 of the class's 156
-    astronaut crops and 37 others, 17 of them china crops, and from the core 159 with 155 of the
-    156 (F1 0.88 -> 0.98)."""
+    (an earlier machine's model) a 15-member cluster held 2 crops of other photos (china, gravel),
+    which the other 13, all astronaut crops, reach no better than a clean sample (0.001 and 0.014
+    of the members' typical closeness, the astronaut crops 0.05-0.52); its group of 188 held 151 of
+    the class's 156 astronaut crops and 37 others, 17 of them china crops, and from the core 159
+    with 155 of the 156 (F1 0.88 -> 0.98)."""
     degree = np.maximum(np.asarray(graph.sum(1)).ravel(), 1e-12)
     walk = (sp.diags(1.0 / degree) @ graph).tocsr()          # row-stochastic
     m = int(members.sum())
