@@ -504,7 +504,7 @@ def test_a_small_clusters_look_alike_group_is_walked_to_from_its_core_not_from_i
     the members most in it; the mean over all members, which the two strays pull down, said no)."""
     pytest.importorskip("skimage")
     from spray.analysis.extent import look_graph
-    from spray.analysis.suspicion import _look_into, _typical_look_into, look_neighbours
+    from spray.analysis.suspicion import _look_into, look_neighbours
     from spray.datasets.photos import SOURCES
     from spray.datasets.scenes import build_scene_bed
     bed = build_scene_bed("scenes-fresh5")
@@ -525,6 +525,6 @@ def test_a_small_clusters_look_alike_group_is_walked_to_from_its_core_not_from_i
         group = look_group(graph, look_walk(graph, cluster, from_core=True), cluster)
         cored.append((group & china).sum())
         assert (group & astronaut).sum() >= 150, (group & astronaut).sum()
-        assert _typical_look_into(looks, cluster, group) >= _typical_look_into(looks, group, group)
+        assert _look_into(looks, cluster, group, typical=True) >= _look_into(looks, group, group, typical=True)
         assert _look_into(looks, cluster, group) < _look_into(looks, group, group)
     assert max(cored) <= 4 and sum(plain) >= 3 * sum(cored), (plain, cored)

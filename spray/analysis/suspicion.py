@@ -351,7 +351,7 @@ def look_neighbours(pixels: np.ndarray, k: int = LOOK_NEIGHBOURS) -> np.ndarray:
     nearest (the local scaling of Jegou et al. 2007 and of Zelnik-Manor and Perona 2004), among
     the ``LOOK_CANDIDATES`` nearest by plain distance: a straggler is far from everything, so a
     dense group's members, near each other, are no nearer to it than other stragglers. On the
-    validation beds' backgrounds (run 1, this machine) F1 went 0.95 -> 0.99 (scenes-fresh3),
+    validation beds' backgrounds (run 1, an earlier machine's models) F1 went 0.95 -> 0.99 (scenes-fresh3),
     0.90 -> 1.00 (scenes-fresh4), 0.94 -> 0.96 (scenes-fresh2), 0.95 -> 0.96 (scenes-fresh6)."""
     from .graph import knn_indices
     n, h, w = pixels.shape[:3]
@@ -373,27 +373,21 @@ def _look(neighbours: np.ndarray, members: np.ndarray) -> float:
     return _look_into(neighbours, members, members)
 
 
-def _look_into(neighbours: np.ndarray, members: np.ndarray, group: np.ndarray) -> float:
+def _look_into(neighbours: np.ndarray, members: np.ndarray, group: np.ndarray, typical: bool = False) -> float:
     """The look lift of ``members`` towards ``group`` (which holds them): the members' mean fraction
     of look-alikes in the group, beyond chance (the group's size), as a fraction of what is left
-    above chance; 0 for a group of half the class or more (:func:`_look` is the group's own)."""
+    above chance; 0 for a group of half the class or more (:func:`_look` is the group's own).
+    ``typical``: the mean over the three quarters of the members most in the group, so that a few
+    members from elsewhere (up to a quarter) do not decide whether the rest belong to it. Not the
+    median: a share of 10 look-alikes takes 11 values, and members and group tie at it where the
+    members' lower half merely borders the group."""
     chance = float(group.mean())
     if chance >= 0.5:
         return 0.0
-    return float((group[neighbours[members]].mean() - chance) / (1.0 - chance))
-
-
-def _typical_look_into(neighbours: np.ndarray, members: np.ndarray, group: np.ndarray) -> float:
-    """The look lift of the typical ones of ``members`` towards ``group``: as :func:`_look_into`, with
-    the mean over the three quarters of the members that have most of their look-alikes in the group
-    in place of the mean over all, so that a few members from elsewhere (up to a quarter) do not
-    decide whether the rest belong to it. Not the median: a share of 10 look-alikes takes 11 values,
-    and members and group tie at it where the members' lower half merely borders the group."""
-    chance = float(group.mean())
-    if chance >= 0.5:
-        return 0.0
-    shares = np.sort(group[neighbours[members]].mean(1))
-    return float((shares[len(shares) // 4:].mean() - chance) / (1.0 - chance))
+    shares = group[neighbours[members]].mean(1)
+    if typical:
+        shares = np.sort(shares)[len(shares) // 4:]
+    return float((shares.mean() - chance) / (1.0 - chance))
 
 
 def _non_local(hist, members) -> _NonLocal:
@@ -533,8 +527,8 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
             candidate = look_walk(inputs.look_graph(), members, from_core=True)
             group = look_group(inputs.look_graph(), candidate, members)
             group_lift = inputs.look_lift(group)
-            typical_member = _typical_look_into(looks, members, group)
-            typical_sample = _typical_look_into(looks, group, group)
+            typical_member = _look_into(looks, members, group, typical=True)
+            typical_sample = _look_into(looks, group, group, typical=True)
             if group_lift >= LOOK_LIFT and typical_member >= typical_sample:
                 walk = candidate
                 sample = np.maximum(sample, separation * group_lift * look_closeness(walk, members)
