@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Optional, Tuple
+
 import numpy as np
 import torch
 from scipy import signal
@@ -76,6 +78,16 @@ def exceeds(flip: FlipResult, control: FlipResult, z: float = Z_CONFIRM) -> bool
     pooled = (flip.flipped + control.flipped) / (flip.n + control.n)
     se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / flip.n + 1 / control.n))
     return flip.rate - control.rate > z * se
+
+
+def review_order(score: float, confirmed: Optional[bool]) -> Tuple[int, float]:
+    """Sort key for findings, the most worth a reviewer's time first: those the flip test confirmed
+    (the model is shown to use them), then the rest (not confirmed, or not tested), each by
+    suspicion. A high suspicion says that a cluster's members share something the model looks at;
+    only the flip test says that the model's decision rests on it, so a confirmed finding outranks
+    an unconfirmed one whatever their scores. Without a verification every finding is untested and
+    the order is the suspicion's."""
+    return (0 if confirmed else 1, -score)
 
 
 @torch.no_grad()

@@ -10,9 +10,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spray.report import words
+from spray.datasets.truth import Group, judge
 from spray.report.build import rank_classes, write_index
 
 from .browser import CHROMIUM, Browser
@@ -180,6 +182,21 @@ def test_index_ranking_puts_flags_first_then_attention():
             {"label": 4, "flagged": [], "flag_score": None, "top_score": 0.19}]
     assert [r["label"] for r in rank_classes(rows)] == [3, 1, 2, 0, 4]
     assert [r["rank"] for r in rows] == [4, 2, 3, 1, 5]
+
+
+def test_a_finding_the_flip_test_confirmed_ranks_above_a_higher_scored_one_it_did_not():
+    rows = [{"label": 0, "flagged": [2], "flag_score": 0.10, "top_score": 0.10, "confirmed": False},
+            {"label": 1, "flagged": [0], "flag_score": 0.07, "top_score": 0.07, "confirmed": True},
+            {"label": 2, "flagged": [], "flag_score": None, "top_score": 0.04}]
+    assert [r["label"] for r in rank_classes(rows)] == [1, 0, 2]
+    groups = [Group(4, np.arange(0, 10), 0.10, True, confirmed=False),      # a dark corner, refuted
+              Group(4, np.arange(10, 40), 0.07, True, confirmed=True)]      # the background, confirmed
+    labels, truth = np.full(40, 4), np.array([""] * 10 + ["background"] * 30)
+    verdict = judge(labels, truth, {"background": 4}, groups, np.r_[np.zeros(10), np.ones(30)])
+    found = verdict.shortcuts["background"]
+    assert found.rank == 1 and found.ranked_first and verdict.false_flags == 1 and verdict.false_confirmed == 0
+    untested = [Group(g.label, g.rows, g.score, g.flagged) for g in groups]   # no flip test: by score alone
+    assert not judge(labels, truth, {"background": 4}, untested, np.ones(40)).shortcuts["background"].ranked_first
 
 
 def test_words_for_the_numbers():

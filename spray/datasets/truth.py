@@ -1,6 +1,8 @@
 """How well a detector's verdict matches a bed's ground truth: per shortcut the F1 of its flagged
 groups (the best one, or the union of those in the shortcut's class) against the planted samples,
-where its best group ranks among all groups, the false flags, and the samples' AUROC within the
+where its best group ranks among all groups (by suspicion, those a flip test confirmed first, as
+spray's report lists them: :func:`spray.verify.review_order`; a peer without a flip test is ranked
+by its score alone), the false flags, and the samples' AUROC within the
 shortcut's class. One scorer for spray and for its peers (tests and benchmarks/bench_detect.py).
 """
 from __future__ import annotations
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+from ..verify import review_order
 
 
 @dataclass
@@ -65,7 +69,7 @@ def judge(labels: np.ndarray, truth: np.ndarray, shortcuts: Dict[str, int], grou
     """``labels``/``truth``/``sample_score``: per store row (``truth``: the shortcut kind, "" for
     none); ``shortcuts``: {kind: class}."""
     planted_any = truth != ""
-    ranked = sorted(groups, key=lambda g: -g.score)
+    ranked = sorted(groups, key=lambda g: review_order(g.score, g.confirmed))   # as spray's report ranks them
     mostly_planted = [bool(len(g.rows)) and planted_any[g.rows].mean() >= 0.5 for g in ranked]
     results = {}
     for kind, label in shortcuts.items():
@@ -79,8 +83,7 @@ def judge(labels: np.ndarray, truth: np.ndarray, shortcuts: Dict[str, int], grou
             best = max(best, _f1(m, planted))
         f1 = max(best, _f1(union, planted)) if mine else 0.0
         others = [i for i in range(len(ranked)) if i not in mine]
-        first = bool(mine) and all(ranked[i].score > ranked[j].score for i in mine for j in others
-                                   if not mostly_planted[j])
+        first = bool(mine) and all(_before(ranked[i], ranked[j]) for i in mine for j in others if not mostly_planted[j])
         in_class = labels == label
         tested = [ranked[i].confirmed for i in mine if ranked[i].confirmed is not None]
         results[kind] = ShortcutResult(kind, int(label), int(planted.sum()), float(f1), (mine[0] + 1) if mine else 0,
@@ -90,6 +93,11 @@ def judge(labels: np.ndarray, truth: np.ndarray, shortcuts: Dict[str, int], grou
     tested_any = any(g.confirmed is not None for g in ranked if g.flagged)
     false_confirmed = sum(bool(g.confirmed) for g in false) if tested_any else None
     return Verdict(results, len(false), sum(g.flagged for g in ranked), false_confirmed)
+
+
+def _before(a: Group, b: Group) -> bool:
+    """Whether ``a`` ranks strictly above ``b`` (a tie is not a rank)."""
+    return review_order(a.score, a.confirmed) < review_order(b.score, b.confirmed)
 
 
 def _f1(found: np.ndarray, planted: np.ndarray) -> float:

@@ -28,6 +28,7 @@ from jinja2.loaders import DictLoader
 
 from ..errors import SprayError
 from ..store import HeatmapStore
+from ..verify import review_order
 from . import words
 from .figures import fit, heat_tiles, sheet
 from .images import DisplayImages
@@ -211,9 +212,11 @@ def _class_report(store: HeatmapStore, images: DisplayImages, g: h5py.Group, rec
     why = (attention or {}).get("evidence") or (
         f"flagged: {', '.join(words_short(c) for c in clusters if c['flagged'])}" if flagged else
         f"highest cluster suspicion {top:.2f} (threshold {ctx['threshold']:.2f})")
+    first = min((review_order(f["score"], (f["flip"] or {}).get("confirmed")) for f in findings), default=None)
     row = {"label": label, "name": rec["name"], "href": href, "n": n, "k": k, "flagged": flagged,
            "top_score": round(top, 4), "why": why, "attention": attention,
-           "flag_score": max((c["score"] for c in clusters if c["flagged"]), default=None)}
+           "flag_score": max((c["score"] for c in clusters if c["flagged"]), default=None),
+           "confirmed": bool(first and first[0] == 0)}
     return {"row": row, "findings": findings, "json": class_json, "review": review, "samples": samples}
 
 
@@ -222,11 +225,12 @@ def words_short(c: dict) -> str:
 
 
 def rank_classes(rows: List[dict]) -> List[dict]:
-    """Flags first (highest flagged suspicion first), then the analysis's attention rank where it has
-    one, else the highest cluster suspicion; ``rank`` counts from 1."""
+    """Flags first (a class with a finding the flip test confirmed before one without, then the
+    highest flagged suspicion first: :func:`spray.verify.review_order`), then the analysis's
+    attention rank where it has one, else the highest cluster suspicion; ``rank`` counts from 1."""
     def key(r):
         if r["flagged"]:
-            return (0, -r["flag_score"], 0, r["label"])
+            return (0, *review_order(r["flag_score"], r.get("confirmed")), r["label"])
         attention = r.get("attention") or {}
         if "rank" in attention:
             return (1, 0, attention["rank"], r["label"])
@@ -276,7 +280,8 @@ def write_report(store_path, analysis_dir, out, verification: Optional[Dict[str,
                     "accuracy_words": words.accuracy(accuracy, run.get("bed")),
                     "composite": prov.get("composite"), "composite_words": words.composite(prov.get("composite")),
                     "created": prov.get("created", ""), "threshold": params["threshold"], "store": str(store_path)})
-    findings = sorted((f for r in results for f in r["findings"]), key=lambda f: -f["score"])
+    findings = sorted((f for r in results for f in r["findings"]),
+                      key=lambda f: review_order(f["score"], (f["flip"] or {}).get("confirmed")))
     ranked = rank_classes([r["row"] for r in results])
     run["has_attention"] = any(r.get("attention") for r in ranked)
     review = [row for f in findings for r in results for row in r["review"]
