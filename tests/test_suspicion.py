@@ -345,7 +345,8 @@ def test_the_look_alike_group_is_the_cleanest_cut_and_a_minority_of_its_class():
 
 def test_the_look_alike_group_holds_most_of_its_cluster_not_a_closed_clique_inside_it():
     """A cluster of 80 look-alikes of which 10 are look-alikes only of each other (a component of
-    their own, conductance 0): the group around the cluster is the 80, not the 10."""
+    their own, conductance 0): the group around the cluster is the 70, not the 10 (the sweep
+    takes in both; they are two looks, and the group is the one holding most of the cluster)."""
     from spray.analysis.extent import look_graph, look_group, look_walk
     rng = np.random.default_rng(1)
     n, k = 240, 6
@@ -357,8 +358,7 @@ def test_the_look_alike_group_holds_most_of_its_cluster_not_a_closed_clique_insi
     looks[10:80, -1] = rng.choice(pools[2], 70)
     graph = look_graph(looks)
     group = look_group(graph, look_walk(graph, cluster), cluster)
-    assert group[clique].all() and group.sum() >= 70
-    assert (group & cluster).sum() > 40
+    assert not group[clique].any() and (group & cluster).sum() >= 60, (group[clique].sum(), (group & cluster).sum())
     # a walk that ranks the members last leaves no prefix of half the class holding most of them:
     # the group is the cluster itself, never empty
     last = np.where(cluster, 0.0, 1.0)
@@ -494,7 +494,48 @@ def test_a_one_colour_majority_is_not_the_shortcut_of_its_stamped_minority():
     assert scores.sample_score[tag].min() > scores.sample_score[~tag].max()
 
 
-def test_a_small_clusters_look_alike_group_is_walked_to_from_its_core_not_from_its_strays():
+@pytest.fixture(scope="module")
+def fresh5_class4():
+    """scenes-fresh5's class 4 training crops (inputs only, no model): its look-alike graph, which
+    are of the astronaut photo (the background shortcut) and each crop's photo source."""
+    pytest.importorskip("skimage")
+    from spray.analysis.extent import look_graph
+    from spray.analysis.suspicion import look_neighbours
+    from spray.datasets.scenes import build_scene_bed
+    bed = build_scene_bed("scenes-fresh5")
+    train = bed.subset("train")
+    rows = train[bed.labels[train] == 4]
+    looks = look_neighbours(bed.images[rows].astype(np.float32) / 255)
+    return looks, look_graph(looks), bed.shortcut[rows] == "background", bed.source[rows]
+
+
+def test_a_look_alike_group_of_two_photos_is_cut_to_the_one_its_cluster_holds_most_of(fresh5_class4, monkeypatch):
+    """A cluster of 30 astronaut crops and 12 of the class's 25 motorcycle crops (the colours of
+    the two photos are alike, the model tells them apart): the sweep around it takes in every
+    motorcycle crop, since the two photos' crops are cut from each other less cleanly than from
+    the rest of the class (conductance 0.029 against 0.036); the group is cut there, to the
+    astronaut crops, which are cut from the class far more cleanly than from each other."""
+    from spray.analysis import extent
+    from spray.datasets.photos import SOURCES
+    looks, graph, astronaut, source = fresh5_class4
+    motorcycle = source == SOURCES.index("motorcycle")
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        cluster = np.zeros(len(astronaut), bool)
+        cluster[rng.choice(np.flatnonzero(astronaut), 30, replace=False)] = True
+        cluster[rng.choice(np.flatnonzero(motorcycle), 12, replace=False)] = True
+        walk = look_walk(graph, cluster)
+        group = look_group(graph, walk, cluster)
+        assert (group & astronaut).sum() >= 140 and (group & motorcycle).sum() == 0, (group & motorcycle).sum()
+        assert (group & ~astronaut).sum() <= 5
+        with monkeypatch.context() as m:
+            m.setattr(extent, "one_look", lambda graph, group, members: group)
+            assert (look_group(graph, walk, cluster) & motorcycle).sum() == motorcycle.sum()
+    # the astronaut crops alone are one look: no cut inside them is as clean as theirs from the class
+    assert np.array_equal(extent.one_look(graph, astronaut, astronaut), astronaut)
+
+
+def test_a_small_clusters_look_alike_group_is_walked_to_from_its_core_not_from_its_strays(fresh5_class4):
     """scenes-fresh5's class 4 (inputs only, no model): 156 of its 379 crops are of the astronaut
     photo. A cluster of 13 of them and one crop each of the china photo and of gravel (SpRAy's
     clusters are rarely pure) is no look-alike group of its own; walked to from all 15 members,
@@ -502,22 +543,14 @@ def test_a_small_clusters_look_alike_group_is_walked_to_from_its_core_not_from_i
     through its own photo's crops); from the members that the others reach, at most 4, and the
     typical members still belong to the group (the carrying rule's mean over the three quarters of
     the members most in it; the mean over all members, which the two strays pull down, said no)."""
-    pytest.importorskip("skimage")
-    from spray.analysis.extent import look_graph
-    from spray.analysis.suspicion import _look_into, look_neighbours
+    from spray.analysis.suspicion import _look_into
     from spray.datasets.photos import SOURCES
-    from spray.datasets.scenes import build_scene_bed
-    bed = build_scene_bed("scenes-fresh5")
-    train = bed.subset("train")
-    rows = train[bed.labels[train] == 4]
-    looks = look_neighbours(bed.images[rows].astype(np.float32) / 255)
-    graph = look_graph(looks)
-    astronaut, source = bed.shortcut[rows] == "background", bed.source[rows]
+    looks, graph, astronaut, source = fresh5_class4
     china = source == SOURCES.index("china")
     rng = np.random.default_rng(0)
     plain, cored = [], []
     for _ in range(6):
-        cluster = np.zeros(len(rows), bool)
+        cluster = np.zeros(len(astronaut), bool)
         cluster[rng.choice(np.flatnonzero(astronaut), 13, replace=False)] = True
         for name in ("china", "gravel"):
             cluster[rng.choice(np.flatnonzero(source == SOURCES.index(name)))] = True
