@@ -306,7 +306,9 @@ def verify_flagged(store_path: Path, analysis: Path, spec: ExplainSpec, n_images
     """Artifact-insertion test with a control for every flagged cluster (spray.verify): a local
     finding's region is pasted from its members onto other classes' images, against the same region
     and the most relevant piece of the same shape from the class's other samples; a non-local
-    finding swaps backgrounds, against backgrounds of the class's other samples. Entries are keyed
+    finding, or a local one that is a background seen at one place (``seen_at_one_place``: the
+    finding is the photo, not the pixels at the place), swaps backgrounds, against backgrounds of
+    the class's other samples. Entries are keyed
     "label/cluster" and carry the flip rate, the control rate and ``confirmed``."""
     summary = json.loads((analysis / "analysis.json").read_text())
     todo = [(c["label"], cl) for c in summary["classes"] for cl in c["clusters"] if cl["flagged"]]
@@ -343,7 +345,7 @@ def verify_flagged(store_path: Path, analysis: Path, spec: ExplainSpec, n_images
                 continue
             other_rows = np.sort(rng.permutation(other_rows)[:n_images])
             others, members, rest = (images(store.index[r]) for r in (other_rows, donor_rows, rest_rows))
-            if cl["kind"] == "local":
+            if cl["kind"] == "local" and not cl.get("seen_at_one_place"):
                 mask = ah5[f"{label:08d}/mask/{cl['cluster']}"][()]
                 result = verify_local(model, others, members, rest, heat(rest_rows), mask, label)
             else:

@@ -56,6 +56,29 @@ def test_flip_test_confirms_the_finding_against_its_control(audited_beds, name):
         assert best["rate"] >= bed.info["shortcuts"][name]["flip"]["rate"] - 0.15, (best, bed.info["shortcuts"])
 
 
+def test_a_local_finding_seen_at_one_place_is_verified_by_a_background_swap(audited_beds, tmp_path):
+    """A local finding the analysis calls a background seen at one place is the photo, not the
+    pixels at the place: the flip test swaps backgrounds for it (against the class's other
+    backgrounds), and pastes the region for the same finding called a tag."""
+    import copy
+    import json
+    import shutil
+    bed, store, summary = audited_beds["watermark"]
+    summary = copy.deepcopy(summary)
+    analysis = tmp_path / "analysis"
+    shutil.copytree(store.parent / "analysis", analysis)
+    methods = {}
+    for seen in (False, True):
+        for c in summary["classes"]:
+            for cl in c["clusters"]:
+                cl["seen_at_one_place"] = seen and cl["flagged"] and cl["kind"] == "local"
+        (analysis / "analysis.json").write_text(json.dumps(summary))
+        results = verify_flagged(store, analysis, bed_spec(bed), n_images=100)
+        assert results
+        methods[seen] = {r["method"] for r in results.values()}
+    assert methods == {False: {"paste region"}, True: {"swap background"}}, methods
+
+
 def _maps_with_moving_objects(n=200, size=16, seed=0):
     """Maps of objects at random places (relevance follows them) over random pixels."""
     rng = np.random.default_rng(seed)
@@ -325,6 +348,7 @@ def test_a_background_seen_at_one_place_is_carried_by_its_look_alike_group(other
     else:
         assert np.array_equal(found.carriers, cluster), np.flatnonzero(found.carriers ^ cluster)
         assert "background seen" not in found.reason and "carried by" not in found.reason
+    assert found.seen_at_one_place == others_looked_at and found.to_dict()["seen_at_one_place"] == others_looked_at
 
 
 def test_the_look_alike_group_is_the_cleanest_cut_and_a_minority_of_its_class():

@@ -139,6 +139,7 @@ class Suspicion:
     where: str
     decided_by: str                    # which evidence decided the verdict
     reason: str
+    seen_at_one_place: bool = False    # a local finding that is a background (its look-alikes carry it)
     region: np.ndarray = field(repr=False, default=None)   # (h, w) bool cells of the local region
     patch: np.ndarray = field(repr=False, default=None)    # (h*q, w*q) bool: its consistent pixels
     carriers: np.ndarray = field(repr=False, default=None)  # (n,) bool: the samples that carry a flagged finding
@@ -570,7 +571,7 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         out.append(Suspicion(c, size, share, float(score), flagged, kind, float(local.hot), float(non_local.off),
                              float(consistency), float(local.consistency), float(non_local.consistency),
                              float(non_local.look), inputs.look_lift(carriers) if look_carried else 0.0,
-                             separation, shift, box, where, decided_by, reason,
+                             separation, shift, box, where, decided_by, reason, bool(flagged and seen_at_one_place),
                              local.region if region is not None else np.zeros((h, w), bool),
                              patch,
                              carriers if flagged else np.zeros(n, bool)))
