@@ -590,7 +590,8 @@ def _looked_at_alike(evidence: np.ndarray, members: np.ndarray, group: np.ndarra
     the scene beds' borders, whose members are look-alikes by the border's own colours; the
     backgrounds 0.83-0.97, and 0.58 for a 12-member cluster; seen before the bar was set, so they
     do not validate it; a later machine's models: borders 0.44-0.68, backgrounds 0.83-0.98 but
-    0.73-0.75 for scenes-fresh4's, whose members then carry it, F1 0.81 against its group's 0.99).
+    0.73-0.75 for scenes-fresh4's, whose members then carry it, F1 0.81 against its group's 0.99,
+    and 0.59 on a second training run of it).
     Judged on relevance rather than on the pixels at the patch: crops of the
     photo at other offsets need not show the same sky there (their pixel match was at chance,
     0.47-0.51, on scenes' background)."""
