@@ -3,6 +3,10 @@ ranked first with F1 >= 0.9 against the ground truth, the harmless second strate
 classes are not flagged, its samples rank first by their own score, and the flip test with a
 control confirms it. Plus the score's evidence on hand-made maps: a tag whose pixels are the same
 in every member is flagged, a cluster of objects that merely sit elsewhere is not."""
+import copy
+import json
+import shutil
+
 import numpy as np
 import pytest
 
@@ -60,9 +64,6 @@ def test_a_local_finding_seen_at_one_place_is_verified_by_a_background_swap(audi
     """A local finding the analysis calls a background seen at one place is the photo, not the
     pixels at the place: the flip test swaps backgrounds for it (against the class's other
     backgrounds), and pastes the region for the same finding called a tag."""
-    import copy
-    import json
-    import shutil
     bed, store, summary = audited_beds["watermark"]
     summary = copy.deepcopy(summary)
     analysis = tmp_path / "analysis"

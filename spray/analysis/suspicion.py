@@ -571,7 +571,7 @@ def score_clusters(pooled: np.ndarray, labels: np.ndarray, adjacency: Optional[s
         out.append(Suspicion(c, size, share, float(score), flagged, kind, float(local.hot), float(non_local.off),
                              float(consistency), float(local.consistency), float(non_local.consistency),
                              float(non_local.look), inputs.look_lift(carriers) if look_carried else 0.0,
-                             separation, shift, box, where, decided_by, reason, bool(flagged and seen_at_one_place),
+                             separation, shift, box, where, decided_by, reason, bool(seen_at_one_place),
                              local.region if region is not None else np.zeros((h, w), bool),
                              patch,
                              carriers if flagged else np.zeros(n, bool)))
